@@ -1,0 +1,31 @@
+"""One job end to end: train, then evaluate the full accuracy matrix (rank 0)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analysis.matrix import Matrix, evaluate_matrix
+from orchestrator.data import build_loader, build_val_dataset
+from orchestrator.loop import Runtime, TrainedJob, calibration_batches_for, train
+from orchestrator.schema import JobConfig
+
+
+@dataclass
+class JobResult:
+    trained: TrainedJob
+    matrix: Matrix | None  # None on ranks other than 0
+
+
+def evaluate_job(cfg: JobConfig, trained: TrainedJob, runtime: Runtime) -> Matrix:
+    test_resolutions = cfg.test_resolutions()
+    val_set = build_val_dataset(cfg.data, test_resolutions)
+    loader = build_loader(val_set, cfg.eval.batch_size, shuffle=False, seed=0, workers=cfg.data.loader_workers,
+                          drop_last=False)
+    return evaluate_matrix(trained.net, trained.method.eval_modes(), loader, test_resolutions, runtime.device,
+                           calibration_batches=calibration_batches_for(cfg, runtime.device),
+                           max_batches=cfg.eval.max_batches)
+
+
+def run_job(cfg: JobConfig, runtime: Runtime, job_hash: str) -> JobResult:
+    trained = train(cfg, runtime, job_hash)
+    matrix = evaluate_job(cfg, trained, runtime) if runtime.rank == 0 else None
+    return JobResult(trained, matrix)

@@ -1,0 +1,218 @@
+"""The one training loop. Every method plugs in through ``Method.build`` / ``Method.loss``; nothing here
+knows which method it runs.
+
+Where the loop runs (this process, or a Ray Train worker inside a DDP group) is a ``Runtime``: it
+says which rank this is, wraps the model for DDP, hands back a checkpoint to resume from, and takes
+each epoch's metrics and checkpoint. ``LocalRuntime`` is the single-process one used by
+``resolab train``; ``orchestrator.ray_job`` provides the Ray Train one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from methods import Method, build_method
+from orchestrator import checkpoint as ckpt
+from orchestrator.data import (build_calibration_loader, build_loader, build_train_dataset, build_val_dataset,
+                               set_epoch)
+from orchestrator.schema import JobConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf or exceeded train.divergence_threshold."""
+
+
+class Runtime:
+    """Single process, CPU or one GPU. Checkpoints go to ``out_dir/checkpoint/``."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, out_dir: Path | None = None, device: str | None = None, log: Callable[[str], None] = print):
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.log = log
+
+    def wrap(self, net: nn.Module) -> nn.Module:
+        return net
+
+    def restore(self) -> Path | None:
+        """A directory holding checkpoint.pt to resume from, or None to start fresh."""
+        if self.out_dir and (self.out_dir / "checkpoint" / ckpt.CHECKPOINT_FILE).exists():
+            return self.out_dir / "checkpoint"
+        return None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is not None and self.out_dir is not None:
+            payload = torch.load(checkpoint_dir / ckpt.CHECKPOINT_FILE, weights_only=True)
+            ckpt.save(self.out_dir / "checkpoint", payload)
+        shown = {k: v for k, v in metrics.items() if k.startswith(("loss/", "acc1/", "lr", "img_per_s"))}
+        self.log(f"epoch {metrics['epoch']}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+
+
+LocalRuntime = Runtime
+
+
+@dataclass
+class TrainedJob:
+    net: nn.Module  # the unwrapped MultiResolutionNet
+    method: Method
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up, then half-cosine from 1 to 0 (both papers: lr 0.1 cosine to zero)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def autocast_for(cfg: JobConfig, device: torch.device):
+    if device.type != "cuda" or cfg.train.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def check_finite(loss: torch.Tensor, terms: dict, cfg: JobConfig, epoch: int, step: int) -> None:
+    value = float(loss)
+    if not math.isfinite(value) or value > cfg.train.divergence_threshold:
+        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise TrainingDiverged(
+            f"loss diverged at epoch {epoch} step {step}: total={value:.4g} ({parts}); threshold "
+            f"train.divergence_threshold={cfg.train.divergence_threshold:g}. Lower train.lr, add "
+            "train.warmup_epochs, or check the data.")
+
+
+@torch.no_grad()
+def accuracy_at_training_resolutions(net, loader, resolutions, device, max_batches=None) -> dict[str, float]:
+    """Top-1 of each training slot at its own resolution, for the per-epoch curves."""
+    net.eval()
+    correct = torch.zeros(len(resolutions))
+    seen = 0
+    for i, (xs, labels) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        labels = labels.to(device)
+        for slot, x in enumerate(xs):
+            with net.at_resolution(resolutions[slot], slot=slot):
+                correct[slot] += (net.backbone(x.to(device)).argmax(1) == labels).sum().item()
+        seen += labels.numel()
+    net.train()
+    out = {}
+    for slot, r in enumerate(resolutions):
+        out.setdefault(f"acc1/r{r}", 100.0 * correct[slot].item() / max(1, seen))
+    return out
+
+
+def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
+    device = runtime.device
+    seed_everything(cfg.train.seed)
+    method = build_method(cfg)
+    train_set = build_train_dataset(cfg.data)
+    val_set = build_val_dataset(cfg.data, sorted(set(cfg.data.resolutions), reverse=True))
+    num_classes = cfg.data.num_classes or train_set.num_classes
+    per_worker_batch = max(1, cfg.train.batch_size // runtime.world_size)
+    loader = build_loader(train_set, per_worker_batch, shuffle=True, seed=cfg.train.seed,
+                          workers=cfg.data.loader_workers, drop_last=True,
+                          rank=runtime.rank, world_size=runtime.world_size)
+    val_loader = build_loader(val_set, cfg.eval.batch_size, shuffle=False, seed=0,
+                              workers=cfg.data.loader_workers, drop_last=False)
+    if len(loader) == 0:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is larger than the training set "
+                         f"({len(train_set)} images over {runtime.world_size} workers); lower it")
+
+    net = method.build(num_classes).to(device)
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(method.param_groups(net, cfg.train.weight_decay), lr=cfg.train.lr,
+                                momentum=cfg.train.momentum, nesterov=False)
+    steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_at(s, total_steps, steps_per_epoch * cfg.train.warmup_epochs))
+
+    start_epoch, history = 0, []
+    resume_dir = runtime.restore()
+    if resume_dir is not None:
+        state = ckpt.load(resume_dir, job_hash, cfg.method.name)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        start_epoch, history = int(state["epoch"]) + 1, list(state.get("history", []))
+        runtime.log(f"resumed from {resume_dir} after epoch {state['epoch']}")
+
+    model = runtime.wrap(net)
+    for epoch in range(start_epoch, cfg.train.epochs):
+        set_epoch(loader, epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        images, t0 = 0, time.perf_counter()
+        for step, (xs, labels) in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            xs = [x.to(device, non_blocking=True) for x in xs]
+            if cfg.train.channels_last:
+                xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+            labels = labels.to(device, non_blocking=True)
+            with autocast_for(cfg, device):
+                out = method.loss(net, model(xs), labels)
+            check_finite(out.total, out.terms, cfg, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            out.total.backward()
+            optimizer.step()
+            scheduler.step()
+            for k, v in {"total": out.total.detach(), **out.terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            images += labels.numel() * runtime.world_size
+        elapsed = time.perf_counter() - t0
+        metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "img_per_s": images / max(elapsed, 1e-9),
+                   "epoch_time_s": elapsed, **{f"loss/{k}": v / max(1, steps_per_epoch) for k, v in sums.items()},
+                   **method.epoch_metrics(net)}
+        if runtime.rank == 0:
+            metrics.update(accuracy_at_training_resolutions(net, val_loader, cfg.data.resolutions, device,
+                                                            cfg.eval.max_batches))
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint_dir = None
+            if runtime.rank == 0:
+                checkpoint_dir = Path(tmp)
+                ckpt.save(checkpoint_dir, {
+                    "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": ckpt.rng_state(),
+                    "config": cfg.to_dict(), "config_hash": job_hash, "method": cfg.method.name,
+                    "history": history})
+            runtime.report(metrics, checkpoint_dir)
+    return TrainedJob(net=net, method=method, history=history)
+
+
+def calibration_batches_for(cfg: JobConfig, device: torch.device):
+    """A function test_resolution -> list of training batches at that resolution (SAN BN recalibration)."""
+    def batches(resolution: int):
+        loader = build_calibration_loader(cfg.data, resolution, cfg.eval.batch_size, seed=cfg.train.seed,
+                                          workers=cfg.data.loader_workers)
+        out = []
+        for i, (xs, _) in enumerate(loader):
+            if i >= cfg.eval.calib_batches:
+                break
+            out.append((xs[0] if isinstance(xs, (list, tuple)) else xs).to(device))
+        return out
+    return batches

@@ -1,0 +1,185 @@
+"""One job as a Ray Tune trial (the Ray Train V2 pattern).
+
+The trial function is the job's driver. A one-worker job runs the loop right inside the trial and
+reports through ``ray.tune`` (Train's local mode would cost nothing extra but cannot resume from
+storage; a TorchTrainer with one worker costs ~10 s of start-up). A job with N > 1 workers launches a
+``TorchTrainer`` (DDP: gloo on CPU, nccl on GPU) from the trial; rank 0's reports reach Tune through
+``TuneReportCallback``.
+
+Nothing is lost: rank 0 also writes every epoch's checkpoint atomically to a stable per-job directory
+``<storage>/<suite>/jobs/<job>-<hash>/``, so a later ``resolab run`` of the same suite resumes the job
+from there even though Tune gives the new invocation fresh trial directories. Retries inside one
+invocation (``max_failures``) resume from Ray's own last checkpoint.
+
+No MLflow writes happen here: results travel in the reports and the suite driver (a single process)
+records them, so SQLite never sees concurrent writers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from backbones.complexity import count_madds
+from orchestrator import checkpoint as ckpt
+from orchestrator.checkpoint import CheckpointMismatch
+from orchestrator.config import job_from_dict
+from orchestrator.data import DatasetError
+from orchestrator.job import run_job
+from orchestrator.loop import Runtime, TrainingDiverged
+from orchestrator.schema import ConfigError
+
+# Fault injection for tests and drills: the named rank exits hard once, at the start of that epoch.
+CRASH_EPOCH_ENV = "RESOLAB_CRASH_AT_EPOCH"
+CRASH_RANK_ENV = "RESOLAB_CRASH_RANK"
+
+
+def job_dir(storage: str, suite: str, job_name: str, job_hash: str) -> Path:
+    return Path(storage) / suite / "jobs" / f"{job_name}-{job_hash}"
+
+
+class _RayRuntime(Runtime):
+    """Common to both kinds of Ray runtime: the stable checkpoint directory and fault injection."""
+
+    def __init__(self, stable_dir: Path, device: str | None = None):
+        super().__init__(out_dir=None, device=device, log=lambda msg: None)
+        self.stable_dir = stable_dir
+
+    def _ray_checkpoint(self):
+        raise NotImplementedError
+
+    def restore(self) -> Path | None:
+        checkpoint = self._ray_checkpoint()
+        if checkpoint is not None:  # a retry inside this invocation
+            return Path(checkpoint.to_directory())
+        if (self.stable_dir / ckpt.CHECKPOINT_FILE).exists():  # an earlier invocation of the suite
+            return self.stable_dir
+        return None
+
+    def keep(self, checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is not None:
+            payload = torch.load(checkpoint_dir / ckpt.CHECKPOINT_FILE, weights_only=True)
+            ckpt.save(self.stable_dir, payload)
+            self.maybe_crash(int(payload["epoch"]) + 1)
+
+    def maybe_crash(self, next_epoch: int) -> None:
+        if os.environ.get(CRASH_EPOCH_ENV) is None:
+            return
+        crash_rank = int(os.environ.get(CRASH_RANK_ENV, self.world_size - 1))
+        marker = self.stable_dir / f".crashed-rank{crash_rank}"
+        if next_epoch == int(os.environ[CRASH_EPOCH_ENV]) and not marker.exists():
+            if self.rank == crash_rank:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                os._exit(1)
+
+
+class TuneRuntime(_RayRuntime):
+    """A one-worker job running inside its Tune trial."""
+
+    def _ray_checkpoint(self):
+        import ray.tune
+        return ray.tune.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        import ray.tune
+        self.keep(checkpoint_dir)
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+
+class TrainRuntime(_RayRuntime):
+    """One rank of a DDP job under Ray Train."""
+
+    def __init__(self, stable_dir: Path):
+        import ray.train
+        import ray.train.torch
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        super().__init__(stable_dir, device=str(ray.train.torch.get_device()))
+
+    def _ray_checkpoint(self):
+        import ray.train
+        return ray.train.get_checkpoint()
+
+    def wrap(self, net):
+        import ray.train.torch
+        return ray.train.torch.prepare_model(net, move_to_device=False, parallel_strategy="ddp")
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        import ray.train
+        self.keep(checkpoint_dir)
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _final_report(cfg, result, report) -> None:
+    """The last report carries the matrix and MAdds per test resolution (rank 0 only); the suite
+    driver logs them to MLflow."""
+    matrix = madds = None
+    if result.matrix is not None:
+        matrix = result.matrix.frame.to_dict(orient="list")
+        net = result.trained.net
+        madds = {str(t): count_madds(net, t) for t in cfg.test_resolutions()}
+    report({"done": True, "matrix": matrix, "madds": madds})
+
+
+# Errors that a retry cannot fix: the job fails at once with its reason instead of being retried.
+DETERMINISTIC_ERRORS = (TrainingDiverged, CheckpointMismatch, DatasetError, ConfigError)
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's per-worker function for a multi-worker job."""
+    cfg = job_from_dict(config["job"])
+    runtime = TrainRuntime(Path(config["stable_dir"]))
+    result = run_job(cfg, runtime, config["hash"])
+    import ray.train
+    _final_report(cfg, result, ray.train.report)
+
+
+def job_trial(trial_config: dict, jobs: dict, storage: str, suite: str) -> None:
+    """The Tune trainable: trial_config = {"job": name}; ``jobs`` maps name -> {"config", "hash"}."""
+    spec = jobs[trial_config["job"]]
+    cfg = job_from_dict(spec["config"])
+    stable = job_dir(storage, suite, trial_config["job"], spec["hash"])
+    if cfg.resources.workers == 1:
+        import ray.tune
+        runtime = TuneRuntime(stable, device="cuda" if cfg.resources.gpus_per_worker > 0 else "cpu")
+        try:
+            result = run_job(cfg, runtime, spec["hash"])
+        except DETERMINISTIC_ERRORS as exc:
+            ray.tune.report({"done": True, "failed": f"{type(exc).__name__}: {exc}"})
+            return
+        _final_report(cfg, result, ray.tune.report)
+        return
+    _run_torch_trainer(cfg, spec, stable, storage, suite, trial_config["job"])
+
+
+def _run_torch_trainer(cfg, spec, stable: Path, storage: str, suite: str, name: str) -> None:
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = cfg.resources.gpus_per_worker > 0
+    per_worker = {"CPU": cfg.resources.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = cfg.resources.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"job": spec["config"], "hash": spec["hash"], "stable_dir": str(stable)},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.resources.workers, use_gpu=use_gpu,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"{name}-{spec['hash']}", storage_path=str(Path(storage) / suite / "train"),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.resources.max_failures),
+            callbacks=[TuneReportCallback()],
+            worker_runtime_env={"env_vars": _forwarded_env()},
+            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+    )
+    trainer.fit()
+
+
+def _forwarded_env() -> dict[str, str]:
+    keep = (CRASH_EPOCH_ENV, CRASH_RANK_ENV, "RESOLAB_HOME", "PYTHONPATH")
+    return {k: os.environ[k] for k in keep if k in os.environ}

@@ -1,0 +1,132 @@
+"""``resolab run``: a suite as a Ray Tune grid, one trial per job, recorded in MLflow.
+
+Order of work: validate every job (``load_suite``) → check the tracking store → skip jobs whose config
+hash already has a FINISHED run → start (or join) Ray → one Tune trial per remaining job, packed by
+the resources each job asks for → the driver records every report in MLflow.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.tracking import resolab_home, resolve_tracking_uri
+
+# Quiet Ray before it is imported anywhere (see shared notes: token warning, duplicated prints).
+for _key, _value in {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+                     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_DEDUP_LOGS": "1",
+                     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
+                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+    os.environ.setdefault(_key, _value)
+
+
+@dataclass
+class RunOptions:
+    address: str | None = None  # None: start a local Ray; "auto" or "ray://host:port": join a cluster
+    tracking_uri: str | None = None
+    storage: str | None = None  # checkpoints; must be shared storage on a multi-node cluster
+    live_interval: float = 10.0
+
+
+@dataclass
+class SuiteOutcome:
+    finished: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def default_storage() -> str:
+    return str(resolab_home() / "ray")
+
+
+def trial_resources(cfg):
+    """A one-worker job is its trial; a multi-worker job's trial only drives a TorchTrainer (which
+    reserves its own workers), so it asks for a sliver of CPU ({"CPU": 0} is refused by Tune)."""
+    from ray import tune
+    r = cfg.resources
+    if r.workers == 1:
+        bundle = {"CPU": r.cpus_per_worker}
+        if r.gpus_per_worker:
+            bundle["GPU"] = r.gpus_per_worker
+        return tune.PlacementGroupFactory([bundle])
+    return tune.PlacementGroupFactory([{"CPU": 0.01}])
+
+
+def max_concurrency(jobs, cluster: dict) -> int:
+    """How many jobs fit side by side on the cluster, by the smallest job's CPU and GPU demand."""
+    def need(job, key):
+        r = job.config.resources
+        per = r.cpus_per_worker if key == "CPU" else r.gpus_per_worker
+        return per * r.workers
+    fits = []
+    for key in ("CPU", "GPU"):
+        demands = [need(j, key) for j in jobs if need(j, key) > 0]
+        if demands:
+            fits.append(math.floor(cluster.get(key, 0) / min(demands) + 1e-9))
+    return max(1, min(fits) if fits else len(jobs))
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": {k: os.environ[k] for k in ("RESOLAB_HOME", "PYTHONPATH") if k in os.environ}}
+    if address is None:
+        ray.init(log_to_driver=False, include_dashboard=False, configure_logging=True, logging_level="ERROR",
+                 runtime_env=runtime_env)
+    else:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env=runtime_env)
+
+
+def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
+    from ray import tune
+
+    from orchestrator.live import LiveView
+    from orchestrator.mlflow_sink import MlflowSink, SuiteTracking, check_tracking
+    from orchestrator.ray_job import job_trial
+
+    stream = stream or sys.stdout
+    uri = resolve_tracking_uri(options.tracking_uri)
+    check_tracking(uri)  # before anything trains
+    tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
+    done, run_ids = tracking.prepare(suite.jobs)
+    outcome = SuiteOutcome(skipped=[j.name for j in done])
+    todo = [j for j in suite.jobs if j.name in run_ids]
+    print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(todo)} to run; "
+          f"tracking {uri}", file=stream)
+    if not todo:
+        tracking.finish_suite(failed=False)
+        return outcome
+
+    init_ray(options.address)
+    import ray
+    storage = options.storage or default_storage()
+    jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash} for j in todo}
+    by_name = {j.name: j for j in todo}
+    sink = MlflowSink(tracking.client, run_ids)
+    live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo}, already_done=len(done),
+                    interval=options.live_interval, stream=stream)
+    trainable = tune.with_resources(
+        tune.with_parameters(job_trial, jobs=jobs, storage=storage, suite=suite.name),
+        resources=lambda config: trial_resources(by_name[config["job"]].config))
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search([j.name for j in todo])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrency(todo, ray.cluster_resources()),
+                                    reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=f"{suite.name}-{tracking.parent_id[:8]}", storage_path=storage, verbose=0,
+            callbacks=[sink, live],
+            failure_config=tune.FailureConfig(max_failures=max(j.config.resources.max_failures for j in todo))),
+    )
+    tuner.fit()
+    outcome.failed = dict(sink.failures)
+    outcome.finished = [n for n in by_name if n in sink.finished]
+    for name in by_name:
+        if name not in sink.finished and name not in outcome.failed:
+            outcome.failed[name] = "ended without a result (see the Ray logs under /tmp/ray/session_latest/logs)"
+    tracking.finish_suite(failed=bool(outcome.failed))
+    return outcome

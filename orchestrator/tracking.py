@@ -1,0 +1,75 @@
+"""MLflow conventions: where the store is, and how suites and jobs are recorded there.
+
+Layout: one MLflow experiment per suite (named after the suite); one parent run per ``resolab run``
+invocation (tag resolab.kind=suite); one child run per job (tag resolab.kind=job) carrying:
+- params: the flattened job config, values rendered by ``param_value``;
+- tags: ``JOB_TAGS`` below;
+- per-epoch metrics (step = epoch): loss/<term>, acc1/r<res>, lr, img_per_s, mred_weight/r<res>;
+- the final accuracy matrix (``analysis.report.log_matrix``).
+
+The embedded default store is SQLite at ``<project>/.resolab/mlflow.db`` (absolute path, since Ray
+workers change directory). Only the driver creates the database and experiments; workers get ids.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+JOB_TAGS = ("resolab.kind", "resolab.suite", "resolab.job", "resolab.group", "resolab.method", "resolab.backbone",
+            "resolab.config_hash", "resolab.code_version", "resolab.train_resolutions", "resolab.seed", "resolab.tag")
+
+
+def resolab_home() -> Path:
+    """Project-local state (MLflow store, synthetic data, Ray storage); RESOLAB_HOME moves it."""
+    return Path(os.environ.get("RESOLAB_HOME", PROJECT_ROOT / ".resolab")).resolve()
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{resolab_home() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the project's SQLite file (made absolute)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    if "://" not in uri:  # a bare path means a SQLite file
+        uri = f"sqlite:///{Path(uri).resolve()}"
+    return uri
+
+
+def param_value(value) -> str:
+    """How a config value is stored as an MLflow param (params are strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def code_version() -> str:
+    """Git commit of the project (with -dirty when there are local changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def job_tags(suite_name: str, job, code: str) -> dict[str, str]:
+    cfg = job.config
+    return {
+        "resolab.kind": "job", "resolab.suite": suite_name, "resolab.job": job.name, "resolab.group": job.group,
+        "resolab.method": cfg.method.name, "resolab.backbone": cfg.model.backbone,
+        "resolab.config_hash": job.hash, "resolab.code_version": code,
+        "resolab.train_resolutions": ",".join(str(r) for r in cfg.data.resolutions),
+        "resolab.seed": str(cfg.train.seed), "resolab.tag": cfg.tag,
+    }

@@ -1,0 +1,453 @@
+"""Suite loading: extends, overrides, strict types, validation, expansion, hashing, smoke."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import (BUILTIN_SMOKE, ConfigError, config_hash, expand_jobs, flatten,
+                                 job_from_dict, load_suite, unflatten)
+from orchestrator.schema import JobConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SAN_TABLE1 = (256, 224, 208, 192, 176, 160, 144, 128, 112, 96, 64)
+
+
+def write(root: Path, relpath: str, text: str) -> Path:
+    path = root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def suite_file(tmp_path: Path, body: str, name: str = "suite.yaml") -> Path:
+    return write(tmp_path, name, "name: test_suite\n" + textwrap.dedent(body))
+
+
+def load_error(path, overrides=(), smoke=False) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_suite(path, overrides, smoke=smoke)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- extends
+
+
+def test_extends_chain_deep_merges_mappings_and_replaces_lists(tmp_path, monkeypatch):
+    write(tmp_path, "bases/root.yaml", """
+        name: from_root
+        description: root description
+        job:
+          data: {resolutions: [224, 192, 160, 128, 96], crop: multi}
+          train: {epochs: 120, lr: 0.2, seed: 3}
+        grid:
+          method.distill: [full, vanilla]
+        cases:
+          - {method.name: rsnet}
+        smoke:
+          train.batch_size: 8
+          eval.batch_size: 8
+        """)
+    write(tmp_path, "bases/mid.yaml", """
+        extends: root.yaml
+        job:
+          data: {resolutions: [128, 96]}
+          train: {epochs: 90}
+        grid:
+          train.seed: [0, 1]
+        smoke:
+          eval.batch_size: 4
+        """)
+    path = write(tmp_path, "suites/leaf.yaml", """
+        extends: ../bases/mid.yaml
+        job:
+          model: {backbone: resnet18}
+        cases:
+          - {method.name: parallel}
+        """)
+    monkeypatch.chdir(tmp_path / "bases")  # extends paths are relative to the file, not the cwd
+    suite = load_suite(path)
+
+    assert suite.name == "from_root" and suite.description == "root description"
+    cfg = suite.jobs[0].config
+    assert cfg.model.backbone == "resnet18"
+    assert cfg.data.resolutions == [128, 96]  # replaced, not merged element-wise
+    assert cfg.data.crop == "multi"  # sibling key of a merged mapping survives
+    assert (cfg.train.epochs, cfg.train.lr) == (90, 0.2)
+    # grid axes merge key-wise; the child's cases replace the parent's
+    assert {(j.config.method.distill, j.config.train.seed) for j in suite.jobs} == {
+        (d, s) for d in ("full", "vanilla") for s in (0, 1)}
+    assert {j.config.method.name for j in suite.jobs} == {"parallel"}
+    # smoke blocks merge key-wise too
+    smoke = load_suite(path, smoke=True).jobs[0].config
+    assert (smoke.train.batch_size, smoke.eval.batch_size) == (8, 4)
+
+
+def test_extends_list_applies_bases_in_order(tmp_path):
+    write(tmp_path, "a.yaml", "job: {train: {epochs: 5, lr: 0.3}}\n")
+    write(tmp_path, "b.yaml", "job: {train: {epochs: 7}}\n")
+    path = suite_file(tmp_path, "extends: [a.yaml, b.yaml]\n")
+    cfg = load_suite(path).jobs[0].config
+    assert (cfg.train.epochs, cfg.train.lr) == (7, 0.3)
+
+
+def test_extends_missing_file_names_both_files(tmp_path):
+    path = suite_file(tmp_path, "extends: bases/nowhere.yaml\n")
+    message = load_error(path)
+    assert "nowhere.yaml" in message and str(path) in message
+
+
+def test_extends_cycle_is_an_error(tmp_path):
+    write(tmp_path, "a.yaml", "extends: b.yaml\n")
+    write(tmp_path, "b.yaml", "extends: a.yaml\n")
+    path = suite_file(tmp_path, "extends: a.yaml\n")
+    assert "cycle" in load_error(path)
+
+
+def test_name_is_required_unless_inherited(tmp_path):
+    path = write(tmp_path, "s.yaml", "job: {train: {epochs: 1}}\n")
+    assert "'name'" in load_error(path)
+
+
+# ---------------------------------------------------------------- file-level errors
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = suite_file(tmp_path, "job:\n  train: {epochs: 1\n  model: x\n")
+    message = load_error(path)
+    assert re.search(rf"{re.escape(str(path))}:\d+", message)
+
+
+def test_key_given_twice_in_yaml_is_an_error(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  train.seed: [0]\n  train.seed: [1]\n")
+    assert "twice" in load_error(path)
+
+
+def test_unknown_top_level_key_suggests_closest(tmp_path):
+    path = suite_file(tmp_path, "gird:\n  train.seed: [0, 1]\n")
+    message = load_error(path)
+    assert "'gird'" in message and "did you mean 'grid'" in message
+
+
+def test_unknown_nested_key_suggests_closest(tmp_path):
+    path = suite_file(tmp_path, "job:\n  train: {epoch: 3}\n")
+    assert "unknown key 'train.epoch' — did you mean 'train.epochs'?" in load_error(path)
+
+
+@pytest.mark.parametrize("block, bad, good", [
+    ("grid:\n  method.distil: [full]\n", "method.distil", "method.distill"),
+    ("cases:\n  - {train.sed: 1}\n", "train.sed", "train.seed"),
+    ("smoke:\n  train.batchsize: 2\n", "train.batchsize", "train.batch_size"),
+])
+def test_unknown_grid_case_and_smoke_keys_suggest_closest(tmp_path, block, bad, good):
+    message = load_error(suite_file(tmp_path, block), smoke=True)
+    assert f"'{bad}'" in message and f"did you mean '{good}'" in message
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path):
+    path = suite_file(tmp_path, "job: {method: {name: rsnet}}\n")
+    cfg = load_suite(path, ["train.lr=0.05", "data.resolutions=[64,32]", "method.name=san",
+                            "train.epochs=2", "train.max_steps_per_epoch=null"]).jobs[0].config
+    assert cfg.train.lr == 0.05 and isinstance(cfg.train.lr, float)
+    assert cfg.data.resolutions == [64, 32]
+    assert cfg.method.name == "san"
+    assert cfg.train.epochs == 2 and cfg.train.max_steps_per_epoch is None
+
+
+def test_override_of_grid_axis_replaces_the_axis(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  train.seed: [0, 1, 2]\n  method.distill: [full, vanilla]\n")
+    suite = load_suite(path, ["train.seed=5"])
+    assert len(suite.jobs) == 2
+    assert {j.config.train.seed for j in suite.jobs} == {5}
+    assert all(set(j.point) == {"method.distill"} for j in suite.jobs)
+
+
+def test_override_removes_the_key_from_cases(tmp_path):
+    path = suite_file(tmp_path, "cases:\n  - {train.lr: 0.1}\n  - {train.lr: 0.2}\n")
+    suite = load_suite(path, ["train.lr=0.3"])
+    assert [j.config.train.lr for j in suite.jobs] == [0.3]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.epochs", "key=value"),
+    ("train.epoch=3", "did you mean 'train.epochs'"),
+    ("train.epochs=ten", "train.epochs"),
+])
+def test_bad_overrides(tmp_path, override, expected):
+    assert expected in load_error(suite_file(tmp_path, ""), [override])
+
+
+# ---------------------------------------------------------------- strict types
+
+
+@pytest.mark.parametrize("job, key, fragment", [
+    ({"train": {"epochs": "ten"}}, "train.epochs", "'ten'"),
+    ({"train": {"epochs": True}}, "train.epochs", "true"),
+    ({"train": {"epochs": 2.5}}, "train.epochs", "2.5"),
+    ({"data": {"resolutions": 224}}, "data.resolutions", "224"),
+    ({"data": {"resolutions": [224, "a"]}}, "data.resolutions", "'a'"),
+    ({"train": {"lr": None}}, "train.lr", "null"),
+    ({"train": {"lr": "fast"}}, "train.lr", "'fast'"),
+    ({"model": {"small_input": 1}}, "model.small_input", "1"),
+    ({"method": {"name": 3}}, "method.name", "3"),
+    ({"train": 5}, "train", "5"),
+])
+def test_wrong_types_name_key_expected_type_and_value(job, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        job_from_dict(job)
+    message = str(info.value)
+    assert message.startswith(f"{key}:") and "expected" in message and fragment in message
+
+
+def test_lenient_but_lossless_numbers():
+    cfg = job_from_dict({"train": {"epochs": 2.0, "lr": 1, "divergence_threshold": "1e4",
+                                   "max_steps_per_epoch": None}})
+    assert cfg.train.epochs == 2 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.train.divergence_threshold == 1e4  # PyYAML reads 1e4 as a string
+    assert config_hash(cfg) == config_hash(job_from_dict({"train": {"epochs": 2, "lr": 1.0}}))
+
+
+def test_job_from_dict_builds_nested_synthetic_and_accepts_dotted_keys():
+    cfg = job_from_dict({"data": {"synthetic": {"num_train": 10}}, "train.epochs": 3})
+    assert cfg.data.synthetic.num_train == 10 and cfg.train.epochs == 3
+
+
+def test_flatten_unflatten_round_trip():
+    cfg = job_from_dict({"data": {"resolutions": [64, 32], "synthetic": {"seed": 4}}})
+    flat = flatten(cfg)
+    assert flat["data.resolutions"] == [64, 32] and flat["data.synthetic.seed"] == 4
+    assert job_from_dict(unflatten(flat)) == cfg
+
+
+# ---------------------------------------------------------------- value validation
+
+
+@pytest.mark.parametrize("resolutions", ["[96, 128]", "[]", "[64, 0]"])
+def test_bad_resolutions_surface_with_the_key(tmp_path, resolutions):
+    path = suite_file(tmp_path, f"job:\n  data: {{resolutions: {resolutions}}}\n")
+    assert "data.resolutions" in load_error(path)
+
+
+def test_unknown_method_lists_valid_choices(tmp_path):
+    path = suite_file(tmp_path, "job:\n  method: {name: rsnte}\n")
+    message = load_error(path)
+    assert "method.name" in message and "'rsnte'" in message and "rsnet" in message
+
+
+def test_empty_grid_axis_is_an_error(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  method.distill: []\n")
+    assert "grid 'method.distill' must be a non-empty list of values" in load_error(path)
+
+
+def test_grid_axis_that_is_not_a_list_is_an_error(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  method.distill: full\n")
+    assert "grid 'method.distill' must be a non-empty list of values" in load_error(path)
+
+
+def test_suite_with_no_jobs_is_an_error(tmp_path):
+    assert "zero jobs" in load_error(suite_file(tmp_path, "cases: []\n"))
+
+
+def test_errors_of_all_bad_points_come_in_one_message(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  method.distill: [full, fulll, vanila]\n  train.seed: [0]\n")
+    message = load_error(path)
+    assert "2 of 3" in message
+    assert "'fulll'" in message and "'vanila'" in message
+    assert "{'method.distill': 'fulll', 'train.seed': 0}" in message
+
+
+def test_different_points_giving_one_job_are_an_error(tmp_path):
+    path = suite_file(tmp_path, "job: {train: {lr: 0.1}}\ncases:\n  - {train.lr: 0.1}\n  - {}\n")
+    message = load_error(path)
+    assert "duplicate" in message and "{'train.lr': 0.1}" in message and "{}" in message
+
+
+def test_identical_point_listed_twice_runs_once(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  train.seed: [0, 1, 0]\n")
+    assert [j.config.train.seed for j in load_suite(path).jobs] == [0, 1]
+
+
+# ---------------------------------------------------------------- I-Net sets
+
+
+def scaled_san_list(largest: int) -> list[int]:
+    return sorted({max(8, round(t * largest / 224)) for t in SAN_TABLE1}, reverse=True)
+
+
+def test_inet_set_becomes_one_job_per_resolution(tmp_path):
+    path = suite_file(tmp_path, """
+        job:
+          method: {name: individual}
+          data: {resolutions: [64, 48, 32]}
+        """)
+    jobs = load_suite(path).jobs
+    assert [j.config.data.resolutions for j in jobs] == [[64], [48], [32]]
+    assert len({j.group for j in jobs}) == 1
+    assert len({j.name for j in jobs}) == 3
+    assert all(j.config.eval.test_resolutions == scaled_san_list(64) for j in jobs)
+    assert JobConfig().test_resolutions() == scaled_san_list(224)  # the schema rule we rely on
+
+
+def test_inet_sets_next_to_multi_resolution_jobs(tmp_path):
+    path = suite_file(tmp_path, """
+        job:
+          data: {resolutions: [64, 48, 32]}
+          eval: {test_resolutions: [80, 64, 32]}
+        cases:
+          - {method.name: individual}
+          - {method.name: rsnet}
+        grid:
+          train.seed: [0, 1]
+        """)
+    jobs = load_suite(path).jobs
+    inet = [j for j in jobs if j.config.method.name == "individual"]
+    assert len(inet) == 6 and len({j.group for j in inet}) == 2
+    assert all(j.config.eval.test_resolutions == [80, 64, 32] for j in inet)  # given, so kept
+    rsnet = [j for j in jobs if j.config.method.name == "rsnet"]
+    assert len(rsnet) == 2 and all(j.group == j.name for j in rsnet)
+
+
+def test_inet_set_must_itself_be_ordered(tmp_path):
+    path = suite_file(tmp_path, "job:\n  method: {name: individual}\n  data: {resolutions: [32, 64]}\n")
+    assert "large to small" in load_error(path)
+
+
+# ---------------------------------------------------------------- hashing and names
+
+
+HASH_SCRIPT = """
+import sys
+from orchestrator.config import load_suite
+print(load_suite(sys.argv[1]).jobs[0].hash)
+"""
+
+
+def test_hash_is_stable_across_processes(tmp_path):
+    path = suite_file(tmp_path, "job:\n  data: {resolutions: [64, 32]}\n  train: {lr: 0.05}\n  tag: t\n")
+    here = load_suite(path).jobs[0].hash
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", HASH_SCRIPT, str(path)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == here
+    assert re.fullmatch(r"[0-9a-f]{12}", here)
+
+
+def test_hash_ignores_resources_and_loader_workers_only():
+    base = config_hash(job_from_dict({}))
+    assert config_hash(job_from_dict({"resources": {"workers": 4, "gpus_per_worker": 0.5}})) == base
+    assert config_hash(job_from_dict({"data": {"loader_workers": 8}})) == base
+    assert config_hash(job_from_dict({"train": {"lr": 0.05}})) != base
+
+
+def test_job_names_are_unique_readable_and_filesystem_safe(tmp_path):
+    path = suite_file(tmp_path, """
+        job: {model: {backbone: resnet18}}
+        grid:
+          method.distill: [full, vanilla]
+          train.seed: [0, 1]
+          tag: ["table5/a b", "table5:c"]
+          data.synthetic.seed: [0, 1]
+        """)
+    jobs = load_suite(path).jobs
+    names = [j.name for j in jobs]
+    assert len(names) == len(set(names)) == 16
+    assert all(re.fullmatch(r"[A-Za-z0-9._=+-]+", n) for n in names)
+    assert "rsnet-resnet18-distill=vanilla-train.seed=1-tag=table5_a_b-synthetic.seed=0" in names
+    assert jobs[0].point == {"method.distill": "full", "train.seed": 0, "tag": "table5/a b",
+                             "data.synthetic.seed": 0}
+
+
+def test_named_cases_name_the_jobs(tmp_path):
+    path = suite_file(tmp_path, """
+        cases:
+          w_o_sd: {method.name: san, method.scale_distill: false}
+          full: {method.name: san}
+        """)
+    assert [j.name for j in load_suite(path).jobs] == ["san-resnet_tiny-w_o_sd", "san-resnet_tiny-full"]
+
+
+def test_table_lists_every_job(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  method.distill: [full, vanilla]\n"
+                                "cases:\n  - {method.name: individual}\n  - {method.name: rsnet}\n")
+    suite = load_suite(path)
+    table = suite.table()
+    assert all(j.name in table and j.hash in table for j in suite.jobs)
+    assert "method.distill" in table.splitlines()[1]
+
+
+def test_header_is_the_leading_comment_block(tmp_path):
+    path = write(tmp_path, "s.yaml", """
+        # Reproduces X.
+        #   resolab run experiments/s.yaml
+        name: s
+        # not header
+        """)
+    assert load_suite(path).header == "Reproduces X.\n  resolab run experiments/s.yaml"
+
+
+# ---------------------------------------------------------------- smoke
+
+
+def test_smoke_keeps_method_switches_and_makes_everything_tiny(tmp_path):
+    path = suite_file(tmp_path, """
+        job:
+          model: {backbone: resnet50}
+          method: {name: rsnet, distill: vanilla, bn: shared}
+          data: {dataset: imagefolder, root: /data/imagenet, crop: multi, loader_workers: 8}
+          train: {epochs: 120, batch_size: 256}
+          resources: {workers: 4, gpus_per_worker: 1}
+        smoke:
+          train.batch_size: 8
+        """)
+    cfg = load_suite(path, ["train.epochs=2"], smoke=True).jobs[0].config
+    assert (cfg.method.name, cfg.method.distill, cfg.method.bn, cfg.data.crop) == (
+        "rsnet", "vanilla", "shared", "multi")
+    assert (cfg.model.backbone, cfg.model.small_input) == ("resnet_tiny", True)
+    assert (cfg.data.dataset, cfg.data.root, cfg.data.resolutions) == ("synthetic", None, [32, 24, 16])
+    assert cfg.train.batch_size == 8  # the file's smoke block wins over BUILTIN_SMOKE
+    assert cfg.train.epochs == 2  # the CLI wins over both
+    assert (cfg.train.max_steps_per_epoch, cfg.eval.max_batches) == (2, 1)
+    assert (cfg.resources.workers, cfg.resources.gpus_per_worker) == (1, 0)
+    assert cfg.data.synthetic.num_train == BUILTIN_SMOKE["data.synthetic.num_train"]
+
+
+def test_smoke_keeps_the_resolution_structure(tmp_path):
+    path = suite_file(tmp_path, """
+        cases:
+          single: {method.name: rsnet, data.resolutions: [224, 224, 224]}
+          inet: {method.name: individual, data.resolutions: [224, 192, 160, 128, 96]}
+          rsnet: {method.name: rsnet}
+        """)
+    jobs = load_suite(path, smoke=True).jobs
+    by_method = {}
+    for job in jobs:
+        by_method.setdefault((job.config.method.name, len(job.config.data.resolutions)), []).append(job)
+    assert [j.config.data.resolutions for j in by_method[("individual", 1)]] == [[32], [24], [16]]
+    assert len({j.group for j in by_method[("individual", 1)]}) == 1
+    assert [j.config.data.resolutions for j in by_method[("rsnet", 3)]] == [[32, 32, 32], [32, 24, 16]]
+
+
+def test_smoke_collapses_axes_it_pins(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  model.backbone: [resnet18, resnet50]\n  method.distill: [full, vanilla]\n")
+    assert len(load_suite(path).jobs) == 4
+    smoke = load_suite(path, smoke=True)
+    assert [j.config.method.distill for j in smoke.jobs] == ["full", "vanilla"]
+
+
+def test_smoke_still_validates_the_real_suite(tmp_path):
+    path = suite_file(tmp_path, "job:\n  train: {epochs: 0}\n")
+    assert "train.epochs" in load_error(path, smoke=True)
+
+
+def test_expand_jobs_is_usable_without_a_file():
+    jobs = expand_jobs({"model": {"backbone": "resnet18"}}, grid={"train.seed": [0, 1]})
+    assert [j.name for j in jobs] == ["rsnet-resnet18-seed=0", "rsnet-resnet18-seed=1"]
