@@ -83,13 +83,17 @@ def evaluate_matrix(net: MultiResolutionNet, modes: Sequence[EvalMode], val_load
     for (_, _, T), (route, calibrate) in cells.items():
         keys.setdefault((T, route, calibrate), len(keys))
     calibrated: dict[tuple, nn.Module] = {}
+    batches_at: dict[int, list] = {}  # one test resolution's calibration batches, shared by its rows
     for (T, route, calibrate) in keys:
         if calibrate:
             if calibration_batches is None:
                 raise ValueError("a calibrated mode needs calibration_batches")
+            if T not in batches_at:
+                batches_at.clear()  # keep one resolution's images in memory, not all of them
+                batches_at[T] = calibration_batches(T)
             slot = route.conv
             plain = materialize(net, T, bn="nearest", eps="ideal", slot=slot).to(device)
-            calibrated[(T, route)] = recalibrate_bn(plain, calibration_batches(T)).eval()
+            calibrated[(T, route)] = recalibrate_bn(plain, batches_at[T]).eval()
 
     top1 = torch.zeros(len(keys))
     top5 = torch.zeros(len(keys))

@@ -71,7 +71,7 @@ class SwitchableBatchNorm2d(Switchable, nn.BatchNorm2d):
         self.bias = nn.Parameter(self.bias.detach().repeat(num_slots, 1))
         self.running_mean = self.running_mean.repeat(num_slots, 1)
         self.running_var = self.running_var.repeat(num_slots, 1)
-        self.num_batches_tracked = torch.zeros(num_slots, dtype=torch.long)
+        self.num_batches_tracked = torch.zeros(num_slots, dtype=torch.long, device=self.running_mean.device)
 
     def _check_input_dim(self, x):
         if x.dim() != 4:
@@ -175,21 +175,35 @@ class MetaConv2d(Switchable, _ConvGeometry):
 
 
 class PrivateConv2d(Switchable, _ConvGeometry):
-    """One kernel per training resolution (SAN Table 4 "privatized convolution")."""
+    """One kernel per training resolution (SAN Table 4 "privatized convolution").
+
+    The kernels are stacked along the output-channel dim into one 4-D parameter of shape
+    (slots * out, in / groups, kh, kw), not a 5-D (slots, out, ...) one: ``model.to(memory_format=
+    torch.channels_last)`` converts every 4-D parameter and fails on 5-D ones, and a slot's kernel is
+    then a contiguous dim-0 slice in either memory format.
+    """
 
     def __init__(self, conv: nn.Conv2d, num_slots: int):
         super().__init__(conv)
-        self.weight = nn.Parameter(conv.weight.detach().unsqueeze(0).repeat(num_slots, 1, 1, 1, 1))
-        for slot in range(num_slots):  # independent init per slot
-            _conv_init_(self.weight.data[slot])
-        self.bias = nn.Parameter(conv.bias.detach().repeat(num_slots, 1)) if conv.bias is not None else None
+        self.num_slots = num_slots
+        self.weight = nn.Parameter(conv.weight.detach().repeat(num_slots, 1, 1, 1))
+        for slot in range(num_slots):  # independent init per slot, each with the conv's own fan_out
+            _conv_init_(self.weight.data[self._rows(slot)])
+        self.bias = nn.Parameter(conv.bias.detach().repeat(num_slots)) if conv.bias is not None else None
+
+    def _rows(self, slot: int) -> slice:
+        return slice(slot * self.out_channels, (slot + 1) * self.out_channels)
+
+    def kernel(self, slot: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        rows = self._rows(slot)
+        return self.weight[rows], None if self.bias is None else self.bias[rows]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slot = self.route().conv
-        return self.conv(x, self.weight[slot], None if self.bias is None else self.bias[slot])
+        return self.conv(x, *self.kernel(self.route().conv))
 
     def materialize(self, slot: int) -> nn.Conv2d:
-        return self.as_plain_conv(self.weight[slot].detach(), None if self.bias is None else self.bias[slot].detach())
+        weight, bias = self.kernel(slot)
+        return self.as_plain_conv(weight.detach(), None if bias is None else bias.detach())
 
 
 def init_std(conv: nn.Conv2d) -> float:

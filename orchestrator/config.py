@@ -77,17 +77,26 @@ BUILTIN_SMOKE: dict[str, object] = {
     "train.epochs": 1,
     "train.max_steps_per_epoch": 2,
     "train.batch_size": 16,
-    "eval.test_resolutions": [40, 32, 24, 16],
+    "eval.test_resolutions": [40, 32, 28, 24, 20, 16],  # 28 and 20 exercise interpolation
     "eval.calib_batches": 1,
     "eval.max_batches": 1,
     "eval.batch_size": 16,
     "resources.workers": 1,
+    "resources.cpus_per_worker": 1,
     "resources.gpus_per_worker": 0,
 }
 
 # Fields that change how fast a job runs, not what it computes; a job that differs only in these
 # is the same job (same checkpoint, not trained twice).
-_NOT_HASHED = (("resources",), ("data", "loader_workers"))
+# Fields that do not change what a job computes: where it runs, how data is read, its label.
+_NOT_HASHED = (("resources",), ("data", "loader_workers"), ("data", "root"), ("tag",))
+# Method switches that a method reads; the others are inert for it and must not split hashes.
+_METHOD_FIELDS = {
+    "individual": ("name",),
+    "parallel": ("name", "bn"),
+    "rsnet": ("name", "bn", "distill"),
+    "san": ("name", "bn", "scale_distill", "meta_hidden", "convs"),
+}
 
 # Keys that are already part of every job name's prefix.
 _NAME_PREFIX_KEYS = ("method.name", "model.backbone")
@@ -140,6 +149,9 @@ def config_hash(cfg: JobConfig) -> str:
         for part in path[:-1]:
             node = node[part]
         node.pop(path[-1], None)
+    d["method"] = {k: v for k, v in d["method"].items() if k in _METHOD_FIELDS.get(cfg.method.name, d["method"])}
+    if cfg.model.backbone != "resnet_tiny":
+        d["model"].pop("width")
     canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -530,7 +542,7 @@ def expand_jobs(job: Mapping, grid: Mapping | None = None, cases: Sequence | Map
         raise ConfigError(f"{len(problems)} of {len(points)} job points are invalid:\n" + "\n".join(problems))
     if not expanded:
         raise ConfigError("the suite expands to zero jobs (is 'cases' an empty list?)")
-    return _name_jobs(_deduplicate(expanded, collapse=smoke), grid, case_list)
+    return _name_jobs(_deduplicate(expanded, collapse=True), grid, case_list)
 
 
 def _case_list(cases) -> list[tuple[str | None, dict]]:
@@ -619,7 +631,8 @@ def _split_inet_set(tree: Mapping) -> list[tuple[JobConfig, list[int] | None]]:
 
 
 def _deduplicate(expanded: list[_Expanded], collapse: bool) -> list[_Expanded]:
-    """Drop a point listed twice; two different points with one config are an error (unless collapse)."""
+    """Keep one job per config hash: points that compute the same thing (e.g. an I-Net listed under
+    two distillation variants, whose distillation switch it never reads) run once."""
     first_by_hash: dict[str, _Expanded] = {}
     kept, problems = [], []
     for item in expanded:

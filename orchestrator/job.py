@@ -1,6 +1,7 @@
 """One job end to end: train, then evaluate the full accuracy matrix (rank 0)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from analysis.matrix import Matrix, evaluate_matrix
@@ -13,6 +14,7 @@ from orchestrator.schema import JobConfig
 class JobResult:
     trained: TrainedJob
     matrix: Matrix | None  # None on ranks other than 0
+    eval_time_s: float = 0.0
 
 
 def evaluate_job(cfg: JobConfig, trained: TrainedJob, runtime: Runtime) -> Matrix:
@@ -27,5 +29,6 @@ def evaluate_job(cfg: JobConfig, trained: TrainedJob, runtime: Runtime) -> Matri
 
 def run_job(cfg: JobConfig, runtime: Runtime, job_hash: str) -> JobResult:
     trained = train(cfg, runtime, job_hash)
+    start = time.perf_counter()
     matrix = evaluate_job(cfg, trained, runtime) if runtime.rank == 0 else None
-    return JobResult(trained, matrix)
+    return JobResult(trained, matrix, time.perf_counter() - start)

@@ -26,11 +26,22 @@ class LiveView(Callback):
         self.job_seconds: list[float] = []
         self.already_done = already_done
         self._last_print, self._last_line = 0.0, ""
+        self.max_running = 0
+
+    def __getstate__(self):  # Tune pickles callbacks with the experiment state; a stream does not pickle
+        state = dict(self.__dict__)
+        state["stream"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.stream = self.stream or sys.stdout
 
     def on_trial_start(self, iteration, trials, trial, **info):
         name = trial.config["job"]
         self.state[name] = "running"
         self.progress[name] = {"started": time.monotonic()}
+        self.max_running = max(self.max_running, sum(1 for v in self.state.values() if v == "running"))
         self._show(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -67,6 +67,7 @@ LocalRuntime = Runtime
 class TrainedJob:
     net: nn.Module  # the unwrapped MultiResolutionNet
     method: Method
+    num_classes: int
     history: list[dict] = field(default_factory=list)
 
 
@@ -92,7 +93,7 @@ def autocast_for(cfg: JobConfig, device: torch.device):
 
 
 def check_finite(loss: torch.Tensor, terms: dict, cfg: JobConfig, epoch: int, step: int) -> None:
-    value = float(loss)
+    value = loss.item()
     if not math.isfinite(value) or value > cfg.train.divergence_threshold:
         parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
         raise TrainingDiverged(
@@ -160,6 +161,8 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
         start_epoch, history = int(state["epoch"]) + 1, list(state.get("history", []))
         runtime.log(f"resumed from {resume_dir} after epoch {state['epoch']}")
 
+    # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not (the scaler is then a no-op).
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.train.precision == "fp16")
     model = runtime.wrap(net)
     for epoch in range(start_epoch, cfg.train.epochs):
         set_epoch(loader, epoch)
@@ -177,14 +180,16 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
                 out = method.loss(net, model(xs), labels)
             check_finite(out.total, out.terms, cfg, epoch, step)
             optimizer.zero_grad(set_to_none=True)
-            out.total.backward()
-            optimizer.step()
+            scaler.scale(out.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             for k, v in {"total": out.total.detach(), **out.terms}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             images += labels.numel() * runtime.world_size
         elapsed = time.perf_counter() - t0
-        metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "img_per_s": images / max(elapsed, 1e-9),
+        metrics = {"epoch": epoch, "start_epoch": start_epoch, "world_size": runtime.world_size,
+                   "lr": optimizer.param_groups[0]["lr"], "img_per_s": images / max(elapsed, 1e-9),
                    "epoch_time_s": elapsed, **{f"loss/{k}": v / max(1, steps_per_epoch) for k, v in sums.items()},
                    **method.epoch_metrics(net)}
         if runtime.rank == 0:
@@ -201,7 +206,7 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
                     "config": cfg.to_dict(), "config_hash": job_hash, "method": cfg.method.name,
                     "history": history})
             runtime.report(metrics, checkpoint_dir)
-    return TrainedJob(net=net, method=method, history=history)
+    return TrainedJob(net=net, method=method, num_classes=num_classes, history=history)
 
 
 def calibration_batches_for(cfg: JobConfig, device: torch.device):

@@ -18,7 +18,7 @@ from analysis.report import log_matrix
 from orchestrator.config import flatten
 from orchestrator.tracking import code_version, job_tags, param_value
 
-EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s")
+EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s", "world_size", "start_epoch")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -45,6 +45,14 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         raise TrackingUnavailable(f"cannot open the MLflow tracking store {uri}: {exc}") from None
 
 
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of the embedded SQLite store live beside it (not in ./mlruns of whatever directory
+    the command ran in); a tracking server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
 class SuiteTracking:
     """Experiment, parent run and child runs of one ``resolab run`` invocation."""
 
@@ -52,7 +60,8 @@ class SuiteTracking:
         self.client = MlflowClient(uri)
         self.uri, self.suite = uri, suite
         experiment = self.client.get_experiment_by_name(suite.name)
-        self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(suite.name)
+        self.experiment_id = (experiment.experiment_id if experiment
+                              else self.client.create_experiment(suite.name, artifact_location=artifact_location(uri)))
         self.parent_id = self.client.create_run(
             self.experiment_id, run_name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"resolab.kind": "suite", "resolab.suite": suite.name, "resolab.command": command,
@@ -102,6 +111,7 @@ class MlflowSink(Callback):
         self.client, self.run_ids = client, run_ids
         self.failures: dict[str, str] = {}
         self.finished: set[str] = set()
+        self.busy_seconds = 0.0  # time jobs spent in training epochs and matrix evaluation
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.client.update_run(self.run_ids[trial.config["job"]], status="RUNNING")
@@ -112,8 +122,10 @@ class MlflowSink(Callback):
         if result.get("failed"):
             self._fail(name, result["failed"])
         elif result.get("done"):
+            self.busy_seconds += float(result.get("eval_time_s", 0.0))
             if result.get("matrix") is not None:
                 madds = {int(k): v for k, v in (result.get("madds") or {}).items()}
+                self.client.log_metric(run_id, "num_classes", float(result["num_classes"]))
                 log_matrix(self.client, run_id, Matrix(pd.DataFrame(result["matrix"])), madds=madds or None,
                            title=name)
                 self.client.set_terminated(run_id, status="FINISHED")
@@ -124,6 +136,7 @@ class MlflowSink(Callback):
                        for k, v in result.items() if k.startswith(EPOCH_KEYS) and isinstance(v, (int, float))]
             if metrics:
                 self.client.log_batch(run_id, metrics=metrics)
+            self.busy_seconds += float(result.get("epoch_time_s", 0.0))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._fail(trial.config["job"], _error_text(trial))

@@ -121,7 +121,8 @@ def _final_report(cfg, result, report) -> None:
         matrix = result.matrix.frame.to_dict(orient="list")
         net = result.trained.net
         madds = {str(t): count_madds(net, t) for t in cfg.test_resolutions()}
-    report({"done": True, "matrix": matrix, "madds": madds})
+    report({"done": True, "matrix": matrix, "madds": madds, "eval_time_s": result.eval_time_s,
+            "num_classes": result.trained.num_classes})
 
 
 # Errors that a retry cannot fix: the job fails at once with its reason instead of being retried.
@@ -137,8 +138,10 @@ def train_worker(config: dict) -> None:
     _final_report(cfg, result, ray.train.report)
 
 
-def job_trial(trial_config: dict, jobs: dict, storage: str, suite: str) -> None:
-    """The Tune trainable: trial_config = {"job": name}; ``jobs`` maps name -> {"config", "hash"}."""
+def job_trial(trial_config: dict, jobs: dict, storage: str, suite: str, env: dict[str, str]) -> None:
+    """The Tune trainable: trial_config = {"job": name}; ``jobs`` maps name -> {"config", "hash"};
+    ``env`` is the driver's ``forwarded_env()`` (trial processes do not inherit the driver's environment)."""
+    os.environ.update(env)
     spec = jobs[trial_config["job"]]
     cfg = job_from_dict(spec["config"])
     stable = job_dir(storage, suite, trial_config["job"], spec["hash"])
@@ -174,12 +177,13 @@ def _run_torch_trainer(cfg, spec, stable: Path, storage: str, suite: str, name: 
             name=f"{name}-{spec['hash']}", storage_path=str(Path(storage) / suite / "train"),
             failure_config=ray.train.FailureConfig(max_failures=cfg.resources.max_failures),
             callbacks=[TuneReportCallback()],
-            worker_runtime_env={"env_vars": _forwarded_env()},
+            worker_runtime_env={"env_vars": forwarded_env()},
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
     trainer.fit()
 
 
-def _forwarded_env() -> dict[str, str]:
+def forwarded_env() -> dict[str, str]:
+    """Driver settings that must reach trials and workers: where project state lives, fault injection."""
     keep = (CRASH_EPOCH_ENV, CRASH_RANK_ENV, "RESOLAB_HOME", "PYTHONPATH")
     return {k: os.environ[k] for k in keep if k in os.environ}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import logging
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ for _key, _value in {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH"
                      "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
     os.environ.setdefault(_key, _value)
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @dataclass
@@ -36,6 +40,9 @@ class SuiteOutcome:
     finished: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    max_running: int = 0  # most jobs seen running at once
+    wall_s: float = 0.0
+    train_s: float = 0.0  # summed time inside the training loop and matrix evaluation
 
 
 def default_storage() -> str:
@@ -73,12 +80,12 @@ def init_ray(address: str | None) -> None:
     import ray
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": {k: os.environ[k] for k in ("RESOLAB_HOME", "PYTHONPATH") if k in os.environ}}
     if address is None:
-        ray.init(log_to_driver=False, include_dashboard=False, configure_logging=True, logging_level="ERROR",
-                 runtime_env=runtime_env)
+        # The dashboard (127.0.0.1 only) serves the state API that Train uses to clean up the
+        # placement groups of a TorchTrainer launched from a Tune trial; without it they leak.
+        ray.init(log_to_driver=False, logging_level="ERROR", dashboard_host="127.0.0.1")
     else:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env=runtime_env)
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
 
 
 def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
@@ -86,7 +93,7 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
 
     from orchestrator.live import LiveView
     from orchestrator.mlflow_sink import MlflowSink, SuiteTracking, check_tracking
-    from orchestrator.ray_job import job_trial
+    from orchestrator.ray_job import forwarded_env, job_trial
 
     stream = stream or sys.stdout
     uri = resolve_tracking_uri(options.tracking_uri)
@@ -101,6 +108,7 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
         tracking.finish_suite(failed=False)
         return outcome
 
+    started = time.monotonic()
     init_ray(options.address)
     import ray
     storage = options.storage or default_storage()
@@ -110,7 +118,7 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo}, already_done=len(done),
                     interval=options.live_interval, stream=stream)
     trainable = tune.with_resources(
-        tune.with_parameters(job_trial, jobs=jobs, storage=storage, suite=suite.name),
+        tune.with_parameters(job_trial, jobs=jobs, storage=storage, suite=suite.name, env=forwarded_env()),
         resources=lambda config: trial_resources(by_name[config["job"]].config))
     tuner = tune.Tuner(
         trainable,
@@ -123,6 +131,8 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
             failure_config=tune.FailureConfig(max_failures=max(j.config.resources.max_failures for j in todo))),
     )
     tuner.fit()
+    outcome.wall_s = time.monotonic() - started
+    outcome.max_running, outcome.train_s = live.max_running, sink.busy_seconds
     outcome.failed = dict(sink.failures)
     outcome.finished = [n for n in by_name if n in sink.finished]
     for name in by_name:

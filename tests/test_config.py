@@ -48,7 +48,7 @@ def test_extends_chain_deep_merges_mappings_and_replaces_lists(tmp_path, monkeyp
         grid:
           method.distill: [full, vanilla]
         cases:
-          - {method.name: rsnet}
+          - {method.name: parallel}
         smoke:
           train.batch_size: 8
           eval.batch_size: 8
@@ -68,7 +68,7 @@ def test_extends_chain_deep_merges_mappings_and_replaces_lists(tmp_path, monkeyp
         job:
           model: {backbone: resnet18}
         cases:
-          - {method.name: parallel}
+          - {method.name: rsnet}
         """)
     monkeypatch.chdir(tmp_path / "bases")  # extends paths are relative to the file, not the cwd
     suite = load_suite(path)
@@ -82,7 +82,7 @@ def test_extends_chain_deep_merges_mappings_and_replaces_lists(tmp_path, monkeyp
     # grid axes merge key-wise; the child's cases replace the parent's
     assert {(j.config.method.distill, j.config.train.seed) for j in suite.jobs} == {
         (d, s) for d in ("full", "vanilla") for s in (0, 1)}
-    assert {j.config.method.name for j in suite.jobs} == {"parallel"}
+    assert {j.config.method.name for j in suite.jobs} == {"rsnet"}
     # smoke blocks merge key-wise too
     smoke = load_suite(path, smoke=True).jobs[0].config
     assert (smoke.train.batch_size, smoke.eval.batch_size) == (8, 4)
@@ -265,10 +265,17 @@ def test_errors_of_all_bad_points_come_in_one_message(tmp_path):
     assert "{'method.distill': 'fulll', 'train.seed': 0}" in message
 
 
-def test_different_points_giving_one_job_are_an_error(tmp_path):
+def test_different_points_giving_one_job_run_once(tmp_path):
     path = suite_file(tmp_path, "job: {train: {lr: 0.1}}\ncases:\n  - {train.lr: 0.1}\n  - {}\n")
-    message = load_error(path)
-    assert "duplicate" in message and "{'train.lr': 0.1}" in message and "{}" in message
+    assert len(load_suite(path).jobs) == 1
+
+
+def test_switches_a_method_does_not_read_do_not_split_jobs(tmp_path):
+    path = suite_file(tmp_path, "grid:\n  method.name: [individual, rsnet]\n  method.distill: [full, vanilla]\n"
+                                "job: {data: {resolutions: [32]}}\n")
+    jobs = load_suite(path).jobs
+    assert sorted((j.config.method.name, j.config.method.distill) for j in jobs) == [
+        ("individual", "full"), ("rsnet", "full"), ("rsnet", "vanilla")]
 
 
 def test_identical_point_listed_twice_runs_once(tmp_path):
@@ -354,15 +361,15 @@ def test_job_names_are_unique_readable_and_filesystem_safe(tmp_path):
         grid:
           method.distill: [full, vanilla]
           train.seed: [0, 1]
-          tag: ["table5/a b", "table5:c"]
+          train.lr: [0.1, 0.05]
           data.synthetic.seed: [0, 1]
         """)
     jobs = load_suite(path).jobs
     names = [j.name for j in jobs]
     assert len(names) == len(set(names)) == 16
     assert all(re.fullmatch(r"[A-Za-z0-9._=+-]+", n) for n in names)
-    assert "rsnet-resnet18-distill=vanilla-train.seed=1-tag=table5_a_b-synthetic.seed=0" in names
-    assert jobs[0].point == {"method.distill": "full", "train.seed": 0, "tag": "table5/a b",
+    assert "rsnet-resnet18-distill=vanilla-train.seed=1-lr=0.1-synthetic.seed=0" in names
+    assert jobs[0].point == {"method.distill": "full", "train.seed": 0, "train.lr": 0.1,
                              "data.synthetic.seed": 0}
 
 

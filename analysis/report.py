@@ -1,0 +1,139 @@
+"""One job's accuracy matrix in MLflow: cell metrics, Parquet/CSV and figures; and the way back.
+
+Metric names (top-1 ``acc1``, top-5 ``acc5``; values in %, step 0):
+
+- mode ``fixed``:            ``acc1/train{r}_test{s}``
+- any other per-row mode:    ``acc1/{mode}/train{r}_test{s}``   (SAN ideal, ideal_calib)
+- adaptive modes (row 0):    ``acc1/{mode}/test{s}``            (SAN proxy, RS-Net nearest / interp)
+- MAdds, when given:         ``madds/test{s}``                  (multiply-adds at test resolution s)
+
+The per-epoch ``acc1/r{res}`` metrics of the training loop do not match these patterns.
+
+Artifacts under ``matrix/``: ``matrix.parquet`` and ``matrix.csv`` (long form, ``analysis.matrix.COLUMNS``),
+``heatmap.png``, ``acc_vs_test_res.png`` and, with MAdds, ``acc_vs_madds.png``.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Metric
+
+from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
+
+ARTIFACT_DIR = "matrix"
+PARQUET_NAME = "matrix.parquet"
+FIXED_MODE = "fixed"
+METRIC_PREFIX = {"top1": "acc1", "top5": "acc5"}
+MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
+
+_CELL_NAME = re.compile(r"^(?P<prefix>acc1|acc5)/(?:(?P<mode>[A-Za-z0-9_]+)/)?(?:train(?P<row>\d+)_)?test(?P<test>\d+)$")
+
+
+def metric_name(mode: str, row: int, test_res: int, metric: str = "top1") -> str:
+    """The MLflow metric name of one matrix cell (see the module docstring)."""
+    prefix = METRIC_PREFIX[metric]
+    if row == ADAPTIVE_ROW:
+        return f"{prefix}/{mode}/test{test_res}"
+    if mode == FIXED_MODE:
+        return f"{prefix}/train{row}_test{test_res}"
+    return f"{prefix}/{mode}/train{row}_test{test_res}"
+
+
+def parse_metric_name(name: str) -> tuple[str, int, int, str] | None:
+    """(mode, row, test_res, 'top1'|'top5') of a cell metric name; None for any other metric."""
+    match = _CELL_NAME.match(name)
+    if not match:
+        return None
+    mode, row = match["mode"], match["row"]
+    metric = "top1" if match["prefix"] == "acc1" else "top5"
+    if mode is None and row is None:
+        return None  # "acc1/test32" names no mode
+    if mode is None:
+        return FIXED_MODE, int(row), int(match["test"]), metric
+    if mode == FIXED_MODE:
+        return None  # fixed cells never carry the mode segment
+    return mode, (ADAPTIVE_ROW if row is None else int(row)), int(match["test"]), metric
+
+
+def matrix_metrics(matrix: Matrix) -> dict[str, float]:
+    """Metric name -> value for every cell, top-1 and top-5."""
+    metrics = {}
+    for cell in matrix.frame.itertuples(index=False):
+        for metric in ("top1", "top5"):
+            metrics[metric_name(cell.mode, int(cell.row), int(cell.test_res), metric)] = float(getattr(cell, metric))
+    return metrics
+
+
+def log_matrix_metrics(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None = None) -> None:
+    """All cell metrics (and MAdds) in as few ``log_batch`` calls as MLflow allows: SQLite writers are slow."""
+    now = int(time.time() * 1000)
+    values = matrix_metrics(matrix)
+    values.update({f"madds/test{int(res)}": float(m) for res, m in (madds or {}).items()})
+    metrics = [Metric(name, value, now, 0) for name, value in values.items()]
+    for start in range(0, len(metrics), MAX_METRICS_PER_CALL):
+        client.log_batch(run_id, metrics=metrics[start:start + MAX_METRICS_PER_CALL])
+
+
+def proxy_row(training_resolutions, test_res: int) -> int:
+    """S(T): the training resolution nearest to T, ties to the larger (as ``MultiResolutionNet.nearest_slot``)."""
+    return min(training_resolutions, key=lambda r: (abs(r - test_res), -r))
+
+
+def marked_cells(rows, columns) -> set[tuple[int, int]]:
+    """Cells to outline in a heatmap: the diagonal, and each column's proxy row when there are several rows."""
+    rows = [int(r) for r in rows]
+    marked = {(r, c) for r in rows for c in columns if r == c}
+    if len(rows) > 1:
+        marked |= {(proxy_row(rows, c), c) for c in columns}
+    return marked
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame[COLUMNS].copy()
+    frame["mode"] = frame["mode"].astype(str)
+    frame[["row", "test_res"]] = frame[["row", "test_res"]].astype("int64")
+    frame[["top1", "top5"]] = frame[["top1", "top5"]].astype("float64")
+    return frame.reset_index(drop=True)
+
+
+def write_matrix_figures(matrix: Matrix, folder: Path, madds: dict[int, int] | None = None, title: str = "") -> list[Path]:
+    """heatmap.png, acc_vs_test_res.png and (with MAdds) acc_vs_madds.png into ``folder``."""
+    from analysis import plots  # matplotlib only when figures are drawn
+
+    written = []
+    if FIXED_MODE in matrix.modes():
+        table = matrix.table(FIXED_MODE)
+        rows = [r for r in table.index if r != "adaptive"]
+        fig = plots.heatmap(table, marked_cells(rows, table.columns), title=f"{title} top-1 (%), fixed".strip())
+        written.append(plots.save(fig, folder / "heatmap.png"))
+    curves = plots.matrix_curves(matrix.frame)
+    fig = plots.accuracy_vs_test_resolution(curves, title=f"{title} top-1 vs test resolution".strip())
+    written.append(plots.save(fig, folder / "acc_vs_test_res.png"))
+    if madds:
+        fig = plots.accuracy_vs_madds(plots.matrix_curves(matrix.frame, madds={int(k): v for k, v in madds.items()}),
+                                      title=f"{title} top-1 vs MAdds".strip())
+        written.append(plots.save(fig, folder / "acc_vs_madds.png"))
+    return written
+
+
+def log_matrix(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None = None, title: str = "") -> None:
+    """Cell metrics plus the ``matrix/`` artifacts of one finished job."""
+    frame = _typed(matrix.frame)
+    log_matrix_metrics(client, run_id, Matrix(frame), madds)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        frame.to_parquet(folder / PARQUET_NAME, index=False)
+        frame.to_csv(folder / "matrix.csv", index=False)
+        write_matrix_figures(Matrix(frame), folder, madds, title)
+        client.log_artifacts(run_id, str(folder), artifact_path=ARTIFACT_DIR)
+
+
+def read_matrix(client, run_id: str) -> Matrix:
+    """The Parquet artifact of ``log_matrix``, downloaded through the client's tracking store or server."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{PARQUET_NAME}", tmp)
+        return Matrix(_typed(pd.read_parquet(path)))

@@ -1,0 +1,294 @@
+"""Step-time and switch-latency benchmark: what do the switchable designs cost per step and per switch?
+
+Measured side by side in one process, on one fixed batch, as the median over --iters timed
+iterations after --warmup untimed ones. Variants are timed round-robin (one of each per round), so
+background load on a shared machine slows them alike instead of biasing one ratio.
+
+    python bench/step_time.py                                   # resnet_tiny on CPU, resnet18 on GPU
+    python bench/step_time.py --backbone resnet18 --resolutions 128 112 96 80 64 --batch-size 16
+
+Reports:
+  - the fused parallel step (one forward over all S resolutions, one backward, one optimiser step)
+    against S separate single-resolution I-Net steps;
+  - the SAN step against the RS-Net step (both with their full losses);
+  - switch latency at inference: pushing a new route into a model (``set_route``) and baking a SAN
+    net into a plain one (``materialize``), against one forward at the smallest resolution;
+  - SAN inference with kernels generated on the fly against its materialised plain model;
+  - peak memory of the RS-Net and SAN steps: CUDA max_memory_allocated, or on CPU the process's
+    peak RSS (VmHWM, reset through /proc/self/clear_refs where Linux allows it) above the RSS before.
+On CUDA the steps run under bf16 autocast with channels_last tensors.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from backbones import materialize
+from methods import build_method
+from orchestrator.schema import JobConfig
+
+MiB = 2**20
+
+
+# ---------------------------------------------------------------- setup
+
+
+def job(args, method: str, resolutions: list[int], **method_options) -> JobConfig:
+    cfg = JobConfig()
+    cfg.model.backbone, cfg.model.small_input = args.backbone, args.small_input
+    cfg.method.name = method
+    for key, value in method_options.items():
+        setattr(cfg.method, key, value)
+    cfg.data.resolutions = list(resolutions)
+    return cfg
+
+
+class Trainer:
+    """One method's model + SGD; ``step(xs, labels)`` is exactly what the training loop does per batch."""
+
+    def __init__(self, cfg: JobConfig, args):
+        self.method = build_method(cfg)
+        self.net = self.method.build(args.num_classes).to(args.device)
+        if args.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.method.param_groups(self.net, 1e-4), lr=1e-3, momentum=0.9)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.device.type == "cuda"
+                         else contextlib.nullcontext())
+
+    def step(self, xs, labels) -> None:
+        with self.autocast:
+            loss = self.method.loss(self.net, self.net(xs), labels).total
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def make_batch(args):
+    """One batch at the largest resolution, resized to each training resolution (like the single crop)."""
+    g = torch.Generator().manual_seed(0)
+    big = torch.randn(args.batch_size, 3, max(args.resolutions), max(args.resolutions), generator=g)
+    xs = [F.interpolate(big, size=(r, r), mode="bilinear", antialias=True, align_corners=False)
+          for r in args.resolutions]
+    memory_format = torch.channels_last if args.device.type == "cuda" else torch.contiguous_format
+    xs = [x.to(args.device).contiguous(memory_format=memory_format) for x in xs]
+    labels = torch.randint(0, args.num_classes, (args.batch_size,), generator=g).to(args.device)
+    return xs, labels
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_times(variants: dict, args) -> dict[str, float]:
+    """Median seconds per call of each variant, timed round-robin."""
+    for _ in range(args.warmup):
+        for fn in variants.values():
+            fn()
+    times = {name: [] for name in variants}
+    for _ in range(args.iters):
+        for name, fn in variants.items():
+            sync(args.device)
+            t0 = time.perf_counter()
+            fn()
+            sync(args.device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _libc():
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def return_freed_memory_to_the_os() -> bool:
+    """CPU only: make glibc serve every allocation of 64 KiB or more with its own mmap and unmap it on
+    free. By default glibc raises that threshold after the first frees and keeps freed tensors in its
+    heap, so a step that reuses the previous step's memory shows no RSS growth at all; with a fixed
+    threshold (and the heap trimmed) RSS follows the live tensors and a step's peak RSS is what it needs."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    ok = libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024) and libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+    return bool(ok)
+
+
+def trim_heap() -> None:
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def peak_memory(fn, device: torch.device) -> tuple[float, float | None, str]:
+    """(peak MiB, peak MiB above the level before ``fn`` or None, what was measured)."""
+    if device.type == "cuda":
+        sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        sync(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        return peak / MiB, (peak - before) / MiB, "CUDA max_memory_allocated"
+    trim_heap()
+    try:  # Linux: writing 5 resets the peak-RSS high-water mark (VmHWM) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+        resettable = _rss_kib("VmHWM") is not None
+    except OSError:
+        resettable = False
+    before = _rss_kib("VmRSS")
+    fn()
+    if resettable and before is not None:
+        peak = _rss_kib("VmHWM")
+        return peak / 1024, (peak - before) / 1024, "CPU peak RSS (VmHWM, reset per step)"
+    import resource  # not resettable: the process's lifetime peak, an upper bound
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, None, "CPU lifetime peak RSS (ru_maxrss)"
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def run(args) -> None:
+    torch.manual_seed(0)
+    res, S = args.resolutions, len(args.resolutions)
+    xs, labels = make_batch(args)
+
+    parallel = Trainer(job(args, "parallel", res), args)
+    inets = [Trainer(job(args, "individual", [r]), args) for r in res]
+    rsnet = Trainer(job(args, "rsnet", res), args)
+    san = Trainer(job(args, "san", res), args)
+
+    steps = median_times({
+        "parallel": lambda: parallel.step(xs, labels),
+        **{f"inet{r}": (lambda t=t, x=x: t.step([x], labels)) for r, t, x in zip(res, inets, xs)},
+        "rsnet": lambda: rsnet.step(xs, labels),
+        "san": lambda: san.step(xs, labels),
+    }, args)
+    # Inference: switching and SAN's generated kernels.
+    smallest, largest = min(res), max(res)
+    x_small, x_large = xs[res.index(smallest)], xs[res.index(largest)]
+    for t in (rsnet, san):
+        t.net.eval()
+    plain = {r: materialize(san.net, r) for r in (smallest, largest)}
+    if args.device.type == "cuda":
+        plain = {r: m.to(memory_format=torch.channels_last) for r, m in plain.items()}
+    switch_calls = 1000
+    routes = [rsnet.net.route(r) for r in res]
+
+    def switch_many():
+        for i in range(switch_calls):
+            rsnet.net.set_route(routes[i % S])
+        rsnet.net.set_route(None)
+
+    with torch.no_grad(), rsnet.autocast:
+        infer = median_times({
+            "set_route x1000": switch_many,
+            "materialize": lambda: materialize(san.net, smallest),
+            "rsnet fwd small": lambda: rsnet.net(x_small, resolution=smallest),
+            "san fwd small": lambda: san.net(x_small, resolution=smallest),
+            "plain fwd small": lambda: plain[smallest](x_small),
+            "san fwd large": lambda: san.net(x_large, resolution=largest),
+            "plain fwd large": lambda: plain[largest](x_large),
+        }, args)
+
+    # Memory last: on CPU the allocator setting it needs makes every large allocation an mmap, which
+    # would slow the timed steps above.
+    if args.device.type == "cpu":
+        return_freed_memory_to_the_os()
+    memory = {}
+    for name, t in (("rsnet", rsnet), ("san", san)):
+        t.net.train()
+        t.step(xs, labels)  # settle the allocator under the new setting
+        memory[name] = peak_memory(lambda t=t: t.step(xs, labels), args.device)
+
+    # ---------------------------------------------------------------- report
+    ms = lambda s: f"{1e3 * s:10.3f} ms"  # noqa: E731
+    x = lambda r: f"{r:10.3f} x" if r >= 1e-3 else f"{r:10.1e} x"  # noqa: E731
+    mib = lambda m: f"{m:10.1f} MiB"  # noqa: E731
+    inet_sum = sum(steps[f"inet{r}"] for r in res)
+    fwd_small = infer["rsnet fwd small"]
+    per_switch = infer["set_route x1000"] / switch_calls
+    device_name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else \
+        f"cpu ({torch.get_num_threads()} threads)"
+    precision = "bf16 autocast, channels_last" if args.device.type == "cuda" else "fp32"
+    print(f"device {device_name} | {precision} | backbone {args.backbone}"
+          f"{' (small input)' if args.small_input else ''} | resolutions {' '.join(map(str, res))} | "
+          f"batch {args.batch_size} | {args.num_classes} classes | median of {args.iters} after {args.warmup} warm-up")
+    rows = [
+        ("training step", ""),
+        (f"  parallel, fused over {S} resolutions", ms(steps["parallel"])),
+        (f"  {S} single-resolution I-Net steps, sum", ms(inet_sum)),
+        ("  fused / sum", x(steps["parallel"] / inet_sum)),
+        ("  RS-Net (parallel + MRED)", ms(steps["rsnet"])),
+        ("  SAN (meta convs + scale distillation)", ms(steps["san"])),
+        ("  SAN / RS-Net", x(steps["san"] / steps["rsnet"])),
+        ("resolution switch at inference", ""),
+        ("  set_route (route + push to every layer)", ms(per_switch)),
+        (f"  SAN materialize at {smallest}", ms(infer["materialize"])),
+        (f"  one RS-Net forward at {smallest}", ms(fwd_small)),
+        ("  set_route / forward", x(per_switch / fwd_small)),
+        ("  materialize / forward", x(infer["materialize"] / fwd_small)),
+        ("SAN inference, generated kernels / materialised plain model", ""),
+    ]
+    for r, tag in ((smallest, "small"), (largest, "large")):
+        gen, mat = infer[f"san fwd {tag}"], infer[f"plain fwd {tag}"]
+        rows.append((f"  at {r} ({1e3 * gen:.3f} ms / {1e3 * mat:.3f} ms)", x(gen / mat)))
+    rows.append((f"peak memory of one step ({memory['rsnet'][2]})", ""))
+    for name, label in (("rsnet", "RS-Net"), ("san", "SAN")):
+        peak, above, _ = memory[name]
+        rows.append((f"  {label} peak", mib(peak)))
+        if above is not None:
+            rows.append((f"  {label} peak above the level before the step", mib(above)))
+    if memory["rsnet"][1] and memory["san"][1] is not None:
+        rows.append(("  SAN / RS-Net (above before)", x(memory["san"][1] / memory["rsnet"][1])))
+    width = max(len(label) for label, _ in rows) + 2
+    for label, value in rows:
+        print(f"{label:{width}}{value}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backbone", default=None, help="default: resnet18 on GPU, resnet_tiny on CPU")
+    p.add_argument("--resolutions", type=int, nargs="+", default=None,
+                   help="large to small; default 224 192 160 128 96 (GPU) or 32 28 24 20 16 (CPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 64 (GPU) or 16 (CPU)")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=None, help="default 1000, or 10 for resnet_tiny")
+    p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem (for 16-64 px inputs)")
+    args = p.parse_args(argv)
+    args.device = torch.device(args.device)
+    gpu = args.device.type == "cuda"
+    args.backbone = args.backbone or ("resnet18" if gpu else "resnet_tiny")
+    args.resolutions = sorted(args.resolutions or ([224, 192, 160, 128, 96] if gpu else [32, 28, 24, 20, 16]),
+                              reverse=True)
+    args.batch_size = args.batch_size or (64 if gpu else 16)
+    args.num_classes = args.num_classes or (10 if args.backbone == "resnet_tiny" else 1000)
+    return args
+
+
+if __name__ == "__main__":
+    run(parse_args())

@@ -1,0 +1,255 @@
+"""Datasets, multi-resolution transforms and loaders.
+
+A training sample is one image seen at every training resolution: a tuple of tensors, one per
+resolution, from ONE RandomResizedCrop box and ONE flip decision resized to each size (RS-Nets §3.1,
+DESIGN.md "Data, training"); ``crop="multi"`` draws them independently (RS-Nets Table 6). A
+validation sample is the image at every test resolution: shorter side resized to S / 0.875, centre
+crop S. Unlike the papers' reference code, every output is normalised with the ImageNet mean/std.
+
+Batches are ``(tuple of S tensors [B, 3, r, r], labels [B])``.
+
+Reproducibility: the shuffle order and the worker seeds come from a generator seeded by (seed, rank,
+epoch) (see ``set_epoch``), and DataLoader workers seed their torch RNG from it, so two runs with the
+same seed see the same crops. With ``workers=0`` the crops come from the main process's global torch
+RNG instead, which the training loop seeds with ``torch.manual_seed``.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import find_classes
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from orchestrator.schema import DataConfig
+from orchestrator.synthetic import default_synthetic_root, write_synthetic_imagefolder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+EVAL_CROP_FRACTION = 0.875  # resize the shorter side to S / 0.875, then centre crop S
+BILINEAR = F.InterpolationMode.BILINEAR
+
+
+class DatasetError(RuntimeError):
+    """Data that cannot be used as configured; the message names the path and the fix."""
+
+
+class CorruptImageError(DatasetError):
+    """An image file that cannot be decoded."""
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 image -> float, normalised with the ImageNet mean/std."""
+    return F.normalize(F.to_dtype(x, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+
+
+class MultiResolutionTrainTransform:
+    """PIL image -> tuple of normalised 3 x r x r tensors, one per resolution, in the given order."""
+
+    def __init__(self, resolutions: list[int], crop: str = "single"):
+        if crop not in ("single", "multi"):
+            raise ValueError(f"crop must be 'single' or 'multi', got {crop!r}")
+        self.resolutions = list(resolutions)
+        self.crop = crop
+
+    def _draw(self, img: torch.Tensor) -> tuple[tuple[int, int, int, int], bool]:
+        box = v2.RandomResizedCrop.get_params(img, list(CROP_SCALE), list(CROP_RATIO))
+        return box, bool(torch.rand(1) < 0.5)
+
+    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, ...]:
+        img = F.to_image(img)  # uint8: torchvision's fast resize path, ~2.5x faster than float
+        shared = self._draw(img) if self.crop == "single" else None
+        outputs = []
+        for r in self.resolutions:
+            (top, left, h, w), flip = shared or self._draw(img)
+            x = F.resized_crop(img, top, left, h, w, [r, r], interpolation=BILINEAR, antialias=True)
+            outputs.append(_normalize(F.horizontal_flip(x) if flip else x))
+        return tuple(outputs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(resolutions={self.resolutions}, crop={self.crop!r})"
+
+
+class MultiResolutionEvalTransform:
+    """PIL image -> tuple of normalised 3 x S x S centre crops, one per test resolution S."""
+
+    def __init__(self, resolutions: list[int]):
+        self.resolutions = list(resolutions)
+
+    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, ...]:
+        img = F.to_image(img)
+        outputs = []
+        for s in self.resolutions:
+            x = F.resize(img, round(s / EVAL_CROP_FRACTION), interpolation=BILINEAR, antialias=True)
+            outputs.append(_normalize(F.center_crop(x, [s, s])))
+        return tuple(outputs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(resolutions={self.resolutions})"
+
+
+def load_rgb(path: str) -> Image.Image:
+    """ImageFolder's loader, but a file that cannot be decoded fails loudly with its path."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying "not a valid image"
+        raise CorruptImageError(
+            f"cannot decode image file {path} ({type(e).__name__}: {e}); remove or replace this file") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating and checking the data
+
+
+def _layout_error(problem: str, root: Path) -> DatasetError:
+    return DatasetError(
+        f"{problem}. Expected an ImageFolder in ImageNet layout:\n"
+        f"  {root}/train/<class>/*.jpg\n  {root}/val/<class>/*.jpg\n"
+        "Fix: set data.root to a folder with that layout, or use data.dataset=synthetic "
+        "for the built-in dataset that needs no download.")
+
+
+def check_imagefolder_layout(root: Path) -> list[str]:
+    """Return the class names after checking that train/ and val/ exist and hold the same classes."""
+    if not root.is_dir():
+        raise _layout_error(f"dataset root not found: {root}", root)
+    classes = {}
+    for split in ("train", "val"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise _layout_error(f"missing split folder: {split_dir}", root)
+        try:
+            classes[split], _ = find_classes(str(split_dir))
+        except FileNotFoundError:
+            raise _layout_error(f"no class folders in {split_dir}", root) from None
+    if classes["train"] != classes["val"]:
+        only_train = sorted(set(classes["train"]) - set(classes["val"]))
+        only_val = sorted(set(classes["val"]) - set(classes["train"]))
+        raise DatasetError(
+            f"{root}/train and {root}/val hold different classes (only in train: {only_train}; "
+            f"only in val: {only_val}); labels would not match. Make both hold the same class folders.")
+    return classes["train"]
+
+
+def resolve_data_root(data: DataConfig) -> Path:
+    """The ImageFolder root to read; the synthetic dataset is written on first use."""
+    if data.dataset == "synthetic":
+        num_classes = data.num_classes or 10
+        root = Path(data.root) if data.root else default_synthetic_root(data.synthetic, num_classes)
+        try:
+            write_synthetic_imagefolder(root, data.synthetic, num_classes)
+        except (FileExistsError, ValueError) as e:
+            raise DatasetError(str(e)) from e
+    elif data.dataset == "imagefolder":
+        if not data.root:
+            raise _layout_error("data.dataset=imagefolder but data.root is not set", Path("ROOT"))
+        root = Path(data.root).expanduser()
+    else:
+        raise DatasetError(f"data.dataset={data.dataset!r} is not one of synthetic, imagefolder")
+    classes = check_imagefolder_layout(root)
+    if data.num_classes is not None and data.num_classes != len(classes):
+        raise DatasetError(
+            f"data.num_classes={data.num_classes} but {root}/train holds {len(classes)} classes; "
+            "set data.num_classes to that number or leave it unset (null) to take it from the data")
+    return root
+
+
+def _image_folder(split_dir: Path, transform) -> ImageFolder:
+    try:
+        return ImageFolder(str(split_dir), transform=transform, loader=load_rgb)
+    except FileNotFoundError as e:  # e.g. a class folder without any image file
+        raise DatasetError(f"{split_dir}: {e}") from e
+
+
+def _limited(folder: ImageFolder, limit: int | None, key: str) -> Dataset:
+    """At most ``limit`` evenly spaced images: ImageFolder lists images class by class, so an even
+    stride keeps the class proportions. Adds ``classes`` and ``num_classes`` attributes."""
+    if limit is not None and limit <= 0:
+        raise DatasetError(f"{key} must be a positive number of images or null (all), got {limit}")
+    n = len(folder)
+    dataset = folder if limit is None or limit >= n else Subset(folder, [i * n // limit for i in range(limit)])
+    dataset.classes = folder.classes
+    dataset.num_classes = len(folder.classes)
+    return dataset
+
+
+def build_train_dataset(data: DataConfig, resolutions: list[int] | None = None) -> Dataset:
+    """Training images, each a tuple over ``resolutions`` (default data.resolutions), and a label."""
+    root = resolve_data_root(data)
+    transform = MultiResolutionTrainTransform(data.resolutions if resolutions is None else resolutions, data.crop)
+    return _limited(_image_folder(root / "train", transform), data.limit_train, "data.limit_train")
+
+
+def build_val_dataset(data: DataConfig, test_resolutions: list[int]) -> Dataset:
+    """Validation images, each a tuple over ``test_resolutions``, and a label."""
+    root = resolve_data_root(data)
+    transform = MultiResolutionEvalTransform(test_resolutions)
+    return _limited(_image_folder(root / "val", transform), data.limit_val, "data.limit_val")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+
+
+def collate_multires(batch):
+    """[(tuple of S images, label)] -> (tuple of S [B, 3, r, r] tensors, [B] labels)."""
+    images, labels = zip(*batch)
+    return tuple(torch.stack(per_res) for per_res in zip(*images)), torch.tensor(labels)
+
+
+def _stream_seed(seed: int, rank: int, epoch: int) -> int:
+    """Independent, reproducible random streams for each (seed, rank, epoch)."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch already seeded this worker from the loader's generator; give numpy and random the same
+    # seed so that any augmentation written with them is reproducible too.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int,
+                 drop_last: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader over ``dataset``; with world_size > 1 this rank's share via DistributedSampler.
+
+    Call ``set_epoch(loader, epoch)`` before each epoch: a new shuffle per epoch that depends only on
+    (seed, rank, epoch), so a run resumed at epoch e sees the same order as one that never stopped.
+    (Persistent workers keep their augmentation RNG across epochs; only the order is re-seeded.)
+    """
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                     seed=seed, drop_last=drop_last)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, collate_fn=collate_multires, drop_last=drop_last,
+        generator=torch.Generator().manual_seed(_stream_seed(seed, rank, 0)),
+        worker_init_fn=_seed_worker, persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available())
+    loader.seed, loader.rank = seed, rank
+    return loader
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Select epoch ``epoch``'s shuffle (DistributedSampler or the loader's own generator)."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    loader.generator.manual_seed(_stream_seed(loader.seed, loader.rank, epoch))
+
+
+def build_calibration_loader(data: DataConfig, resolution: int, batch_size: int, seed: int,
+                             workers: int = 0) -> DataLoader:
+    """Shuffled training images at one resolution (training transform), for BN recalibration."""
+    dataset = build_train_dataset(data, [resolution])
+    return build_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=False)

@@ -1,0 +1,191 @@
+"""A built-in image dataset whose accuracy depends on input resolution; no download needed.
+
+Each class is a coarse shape (visible at 16 px) filled with a fine stripe texture of one orientation
+(clear at 48-64 px, faint at 32, gone at 16-24). A classifier that sees few pixels can tell the shapes
+apart but not the textures, so low resolutions top out near 1 / (number of textures) of the
+accuracy that high resolutions reach, which is the effect the train x test resolution matrix measures.
+
+Written once as an ImageFolder in ImageNet layout (``root/train/<class>/*.png``, ``root/val/...``),
+atomically, so several processes (Ray workers, parallel trials) may ask for the same root at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from orchestrator.schema import SyntheticConfig
+
+# Bump when the drawing changes: it is part of the settings hash, so old data is never reused.
+FORMAT_VERSION = 1
+MARKER = ".complete"
+SHAPES = ("disc", "square", "triangle", "cross", "ring")
+# Stripe period as a fraction of the image's shorter side: ~3-5 px at native 64-128 px; after the
+# eval resize (shorter side S / 0.875) ~3 px at S = 64 (clear), ~1.5 px at S = 32 (mostly blurred,
+# partly aliased), under a pixel at S = 16 (gone).
+STRIPE_PERIOD = 1 / 24
+
+
+def textures_for(num_classes: int) -> list[float]:
+    """Stripe orientations in degrees: two (0, 90) suffice for up to 10 classes, four for 20."""
+    if num_classes <= 2 * len(SHAPES):
+        return [0.0, 90.0]
+    if num_classes <= 4 * len(SHAPES):
+        return [0.0, 45.0, 90.0, 135.0]
+    raise ValueError(f"the synthetic dataset has at most {4 * len(SHAPES)} classes, got num_classes={num_classes}")
+
+
+def class_names(num_classes: int) -> list[str]:
+    """Folder names, zero-padded so that ImageFolder's sorted order is the class index order."""
+    textures = textures_for(num_classes)
+    return [f"{c:02d}_{SHAPES[c // len(textures)]}_stripes{int(textures[c % len(textures)]):03d}"
+            for c in range(num_classes)]
+
+
+def settings(cfg: SyntheticConfig, num_classes: int) -> dict:
+    return {**dataclasses.asdict(cfg), "num_classes": num_classes, "format_version": FORMAT_VERSION}
+
+
+def default_synthetic_root(cfg: SyntheticConfig, num_classes: int = 10) -> Path:
+    """<project>/.resolab/data/synthetic-<hash>, or $RESOLAB_HOME/data/synthetic-<hash>."""
+    home = os.environ.get("RESOLAB_HOME")
+    base = Path(home) if home else Path(__file__).resolve().parent.parent / ".resolab"
+    digest = hashlib.sha256(json.dumps(settings(cfg, num_classes), sort_keys=True).encode()).hexdigest()
+    return base / "data" / f"synthetic-{digest[:12]}"
+
+
+def _signed_distance(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    """Positive inside the shape, in pixels, for a shape of outer radius r centred at u = v = 0."""
+    if shape == "disc":
+        return r - np.hypot(u, v)
+    if shape == "square":
+        return 0.8 * r - np.maximum(abs(u), abs(v))
+    if shape == "triangle":  # equilateral, circumradius r, inradius r / 2
+        normals = [(np.cos(a), np.sin(a)) for a in np.deg2rad([90, 210, 330])]
+        return r / 2 - np.max([nu * u + nv * v for nu, nv in normals], axis=0)
+    if shape == "cross":  # two bars of half-width 0.35 r
+        bar_h = np.minimum(r - abs(u), 0.35 * r - abs(v))
+        bar_v = np.minimum(0.35 * r - abs(u), r - abs(v))
+        return np.maximum(bar_h, bar_v)
+    if shape == "ring":
+        rho = np.hypot(u, v)
+        return np.minimum(r - rho, rho - 0.45 * r)
+    raise ValueError(shape)
+
+
+def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: SyntheticConfig) -> np.ndarray:
+    """One H x W x 3 uint8 image of class ``label``."""
+    textures = textures_for(num_classes)
+    shape, texture = SHAPES[label // len(textures)], textures[label % len(textures)]
+    w, h = rng.integers(cfg.min_size, cfg.max_size + 1, size=2)
+    x, y = np.arange(w, dtype=np.float32)[None, :], np.arange(h, dtype=np.float32)[:, None]
+
+    # Background: a random colour, a smooth ramp and pixel noise, so that flat regions carry no
+    # label information and the network must find the object.
+    bg = rng.uniform(0, 1, 3).astype(np.float32)
+    ramp_angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(ramp_angle) * x + np.sin(ramp_angle) * y) * np.float32(rng.uniform(-0.25, 0.25) / max(w, h))
+
+    # Object: random size, position and rotation; it fits in the image (corners reach 1.13 r).
+    side = min(w, h)
+    r = rng.uniform(0.22, 0.36) * side
+    cx, cy = rng.uniform(1.15 * r, w - 1.15 * r), rng.uniform(1.15 * r, h - 1.15 * r)
+    rot = np.deg2rad(rng.uniform(-30, 30))
+    u = np.cos(rot) * (x - cx) + np.sin(rot) * (y - cy)
+    v = -np.sin(rot) * (x - cx) + np.cos(rot) * (y - cy)
+    coverage = np.clip(_signed_distance(shape, u, v, r) + 0.5, 0, 1)  # 1-px soft edge
+
+    # Texture: sinusoidal stripes whose mean colour is the same for every orientation, so that a
+    # blurred (low-resolution) object looks alike whatever its texture class.
+    spacing = 180.0 / len(textures)
+    phi = np.deg2rad(texture + rng.uniform(-spacing / 5, spacing / 5))
+    period = side * STRIPE_PERIOD * rng.uniform(0.9, 1.1)
+    across = -np.sin(phi) * x + np.cos(phi) * y  # coordinate across the stripes (y for phi = 0)
+    stripes = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi / period) * across + np.float32(rng.uniform(0, 2 * np.pi)))
+    fg = np.clip(1 - bg + rng.uniform(-0.2, 0.2, 3), 0, 1).astype(np.float32)  # contrasts with bg
+    contrast = rng.uniform(0.5, 0.8)
+    fg_alt = fg * (1 - contrast) if fg.mean() > 0.5 else fg + (1 - fg) * contrast
+
+    # pixel = (1 - coverage) * (bg + ramp) + coverage * (fg + stripes * (fg_alt - fg)) + noise
+    noise = rng.random((h, w), dtype=np.float32) * np.float32(0.1) - np.float32(0.05)  # std 0.03
+    per_pixel = np.stack([np.ones_like(coverage), ramp * (1 - coverage) + noise, coverage, coverage * stripes], -1)
+    colours = np.stack([bg, np.ones(3, np.float32), fg - bg, (fg_alt - fg).astype(np.float32)])
+    img = per_pixel @ (colours * 255) + 0.5
+    return np.clip(img, 0, 255, out=img).astype(np.uint8)
+
+
+def _write_split(split_dir: Path, count: int, split_id: int, cfg: SyntheticConfig, num_classes: int) -> None:
+    names = class_names(num_classes)
+    for name in names:
+        (split_dir / name).mkdir(parents=True)
+
+    def write_one(i: int) -> None:
+        label = i % num_classes  # classes take turns: counts differ by at most one
+        rng = np.random.default_rng([cfg.seed, split_id, i])  # one stream per image: order-free
+        Image.fromarray(draw_image(rng, label, num_classes, cfg)).save(
+            split_dir / names[label] / f"{i:06d}.png", compress_level=1)
+
+    # Threads, not processes: PNG encoding and numpy release the GIL, and threads are safe inside
+    # any caller (Ray workers, forked DataLoader workers) where starting processes may not be.
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(write_one, range(count)))
+
+
+def _read_marker(root: Path) -> dict | None:
+    try:
+        return json.loads((root / MARKER).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _check_complete(root: Path, wanted: dict) -> bool:
+    """True if root already holds this dataset; raise if it holds something else."""
+    if not root.exists():
+        return False
+    found = _read_marker(root)
+    if found == wanted:
+        return True
+    if found is None and not any(root.iterdir()):
+        return False  # an empty folder made by the user: ours to fill
+    what = "other synthetic settings " + json.dumps(found) if found else "files that are not a complete synthetic dataset"
+    raise FileExistsError(
+        f"{root} already holds {what}; wanted {json.dumps(wanted)}. "
+        "Delete that folder, or point data.root elsewhere (or leave it unset to use a per-settings default).")
+
+
+def write_synthetic_imagefolder(root: Path, cfg: SyntheticConfig, num_classes: int = 10) -> Path:
+    """Write the dataset to ``root`` unless it is already there; return ``root``.
+
+    Safe to call from several processes at once: each writes a private sibling folder and renames
+    it into place; a writer that loses the race discards its copy and uses the winner's.
+    """
+    root = Path(root)
+    wanted = settings(cfg, num_classes)
+    textures_for(num_classes)  # fail on an impossible class count before writing anything
+    if _check_complete(root, wanted):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_split(tmp / "train", cfg.num_train, 0, cfg, num_classes)
+        _write_split(tmp / "val", cfg.num_val, 1, cfg, num_classes)
+        (tmp / MARKER).write_text(json.dumps(wanted, sort_keys=True))
+        try:
+            os.rename(tmp, root)  # atomic; replaces an empty folder, fails on a non-empty one
+        except OSError:
+            if not root.exists():
+                raise  # a real failure, not a lost race
+            # another writer got there first; its marker is checked below
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not _check_complete(root, wanted):
+        raise RuntimeError(f"could not write the synthetic dataset to {root}")
+    return root

@@ -1,0 +1,215 @@
+"""Suites on a real local Ray with a real MLflow store: DDP, concurrency, failures, restarts, clusters."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main as cli_main
+from orchestrator.config import load_suite
+from orchestrator.mlflow_sink import TrackingUnavailable
+from orchestrator.ray_job import CRASH_EPOCH_ENV, CRASH_RANK_ENV, job_dir
+from orchestrator.suite import RunOptions, run_suite
+
+REPO = Path(__file__).resolve().parent.parent
+
+# One tiny job shape for every test here: 16-24 px, a handful of steps, all on 2 CPUs.
+TINY_JOB = {
+    "model": {"backbone": "resnet_tiny", "small_input": True, "width": 8},
+    "method": {"name": "rsnet"},
+    "data": {"resolutions": [24, 16], "loader_workers": 0,
+             "synthetic": {"num_train": 48, "num_val": 16, "min_size": 24, "max_size": 32}},
+    "train": {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2, "lr": 0.05},
+    "eval": {"batch_size": 16, "max_batches": 1, "calib_batches": 1, "test_resolutions": [24, 20, 16]},
+    "resources": {"workers": 1, "cpus_per_worker": 0.5, "max_failures": 1},
+}
+
+
+def write_suite(directory: Path, name: str, job_overrides: dict | None = None, **sections) -> Path:
+    job = yaml.safe_load(yaml.safe_dump(TINY_JOB))
+    for dotted, value in (job_overrides or {}).items():
+        node = job
+        *path, leaf = dotted.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "job": job, **sections}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A private RESOLAB_HOME (MLflow store, synthetic data, checkpoints) for this module."""
+    path = tmp_path_factory.mktemp("resolab_home")
+    old = os.environ.get("RESOLAB_HOME")
+    os.environ["RESOLAB_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("RESOLAB_HOME", None)
+    else:
+        os.environ["RESOLAB_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def local_ray(home):
+    """One local Ray for the module, 2 CPUs, quiet; shut down at the end."""
+    import ray
+    ray.init(num_cpus=2, log_to_driver=False, logging_level="ERROR", dashboard_host="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+def runs_of(tracking_uri: str, suite: str):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(suite)
+    return client, client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'") if experiment else []
+
+
+def test_two_worker_ddp_job(local_ray, home, tmp_path):
+    path = write_suite(tmp_path, "ddp", {"resources.workers": 2, "resources.cpus_per_worker": 0.9,
+                                         "train.epochs": 2})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, live_interval=60))
+    assert outcome.failed == {} and len(outcome.finished) == 1
+    client, runs = runs_of(uri, "ddp")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    history = client.get_metric_history(runs[0].info.run_id, "world_size")
+    assert [m.value for m in history] == [2.0, 2.0]  # both epochs ran as a 2-rank DDP group
+    assert "acc1/train24_test20" in runs[0].data.metrics
+
+
+def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, home, tmp_path):
+    path = write_suite(tmp_path, "grid", grid={"train.lr": [0.05, 0.02, 1.0e9]},
+                       job_overrides={"train.divergence_threshold": 50.0})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, live_interval=60))
+    assert outcome.max_running >= 2  # 0.5 CPU per job on 2 CPUs: several at once
+    assert len(outcome.finished) == 2
+    (failed_name, reason), = outcome.failed.items()
+    assert "lr=1" in failed_name or "1e" in failed_name or "1000000000" in failed_name
+    assert "TrainingDiverged" in reason and "train.lr" in reason
+    client, runs = runs_of(uri, "grid")
+    statuses = sorted(r.info.status for r in runs)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    failed_run = next(r for r in runs if r.info.status == "FAILED")
+    assert "diverged" in failed_run.data.tags["resolab.error"]
+
+
+def test_killed_worker_is_retried_from_its_checkpoint(local_ray, home, tmp_path, monkeypatch):
+    path = write_suite(tmp_path, "crash", {"resources.workers": 2, "resources.cpus_per_worker": 0.9,
+                                           "train.epochs": 3, "resources.max_failures": 2})
+    monkeypatch.setenv(CRASH_EPOCH_ENV, "1")  # rank 1 exits hard when epoch 1 is about to start
+    monkeypatch.setenv(CRASH_RANK_ENV, "1")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    suite = load_suite(path)
+    outcome = run_suite(suite, RunOptions(tracking_uri=uri, live_interval=60, storage=str(tmp_path / "ray")))
+    assert outcome.failed == {}
+    job = suite.jobs[0]
+    assert (job_dir(str(tmp_path / "ray"), "crash", job.name, job.hash) / ".crashed-rank1").exists()
+    client, runs = runs_of(uri, "crash")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    starts = [m.value for m in client.get_metric_history(runs[0].info.run_id, "start_epoch")]
+    assert max(starts) >= 1  # the restarted group resumed after epoch 0 instead of starting over
+
+
+def test_unreachable_tracking_server_fails_before_training(home, tmp_path):
+    path = write_suite(tmp_path, "offline")
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match="cannot reach the MLflow tracking server"):
+        run_suite(load_suite(path), RunOptions(tracking_uri="http://127.0.0.1:9"))
+    assert time.monotonic() - started < 30
+    assert not (home / "ray" / "offline").exists()  # nothing was started
+
+
+def test_bad_config_is_refused_with_the_key_named(tmp_path, capsys):
+    path = write_suite(tmp_path, "typo", {"train.epoch": 3})
+    assert cli_main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epoch" in err and "train.epochs" in err
+
+
+def _job_runs_sqlite(db: Path):
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("restart")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'")
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp_path):
+    """A real `resolab run` in its own process group, SIGKILLed once a job has finished, then run again."""
+    path = write_suite(tmp_path, "restart", {"train.epochs": 4, "train.max_steps_per_epoch": 3,
+                                             "resources.cpus_per_worker": 1.0},
+                       grid={"method.name": ["parallel", "rsnet", "san"]})
+    env = {**os.environ, "RESOLAB_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    db = tmp_path / "home" / "mlflow.db"
+    command = [sys.executable, "-m", "orchestrator.cli", "run", str(path)]
+    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            runs = _job_runs_sqlite(db) if db.exists() else []
+            if any(r.info.status == "FINISHED" for r in runs):
+                break
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(1)
+        else:
+            pytest.fail("no job finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {r.info.run_id: r for r in _job_runs_sqlite(db)}
+    finished_before = {rid for rid, r in before.items() if r.info.status == "FINISHED"}
+    assert 1 <= len(finished_before) < 3
+
+    rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{len(finished_before)} already finished" in rerun.stdout
+    after = {r.info.run_id: r for r in _job_runs_sqlite(db)}
+    assert set(after) == set(before)  # no duplicate runs: unfinished ones were reused
+    assert all(r.info.status == "FINISHED" for r in after.values())
+    for rid in finished_before:  # finished jobs were not trained again
+        assert after[rid].info.end_time == before[rid].info.end_time
+
+
+@pytest.mark.slow
+def test_two_simulated_nodes_run_one_rank_each(tmp_path):
+    """Ray's own cluster utilities: a head with 1 CPU (for the trial) and two 1-CPU worker nodes."""
+    path = write_suite(tmp_path, "nodes", {"resources.workers": 2, "resources.cpus_per_worker": 1.0})
+    script = textwrap.dedent(f"""
+        import os, ray
+        from ray.cluster_utils import Cluster
+        from mlflow.tracking import MlflowClient
+        from orchestrator.config import load_suite
+        from orchestrator.suite import RunOptions, run_suite
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+        uri = "sqlite:///{tmp_path}/mlflow.db"
+        outcome = run_suite(load_suite("{path}"), RunOptions(tracking_uri=uri, live_interval=60))
+        assert outcome.failed == {{}}, outcome.failed
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("nodes")
+        runs = client.search_runs([exp.experiment_id], "tags.`resolab.kind` = 'job'")
+        assert [r.info.status for r in runs] == ["FINISHED"]
+        ray.shutdown()
+        cluster.shutdown()
+        print("TWO_NODES_OK")
+    """)
+    env = {**os.environ, "RESOLAB_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=400)
+    assert "TWO_NODES_OK" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]

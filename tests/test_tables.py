@@ -1,0 +1,539 @@
+"""make_tables / analysis.tables against a real MLflow SQLite store filled with KNOWN matrices.
+
+Every job run is logged the way the orchestrator logs it (orchestrator.mlflow_sink): JOB_TAGS from
+``job_tags``, params = ``flatten(config)`` through ``param_value``, cell metrics from
+``analysis.report``; the expected numbers below are worked out by hand from the formulas that
+build each matrix.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import pandas as pd
+import pytest
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+
+from analysis import make_tables, tables
+from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
+from analysis.plots import format_madds
+from analysis.report import log_matrix_metrics
+from orchestrator.config import Job, config_hash, flatten
+from orchestrator.describe import describe
+from orchestrator.schema import DataConfig, EvalConfig, JobConfig, MethodConfig, ModelConfig, TrainConfig
+from orchestrator.tracking import job_tags, param_value
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = (32, 24, 16)
+TINY_TESTS = (40, 32, 28, 24, 20, 16)
+R18 = (224, 192, 160, 128, 96)
+
+
+# --------------------------------------------------------------------------------------------
+# Logging jobs as the orchestrator does
+
+
+def job_config(method: str = "individual", resolutions=TINY, tests=TINY_TESTS, backbone: str = "resnet_tiny",
+               seed: int = 0, tag: str = "", num_classes: int | None = None, validate: bool = True,
+               **method_or_data) -> JobConfig:
+    method_kw = {k: v for k, v in method_or_data.items() if k in MethodConfig.__dataclass_fields__}
+    data_kw = {k: v for k, v in method_or_data.items() if k in DataConfig.__dataclass_fields__}
+    cfg = JobConfig(model=ModelConfig(backbone=backbone, small_input=backbone == "resnet_tiny"),
+                    method=MethodConfig(name=method, **method_kw),
+                    data=DataConfig(resolutions=list(resolutions), num_classes=num_classes, **data_kw),
+                    train=TrainConfig(epochs=2, seed=seed), eval=EvalConfig(test_resolutions=list(tests)), tag=tag)
+    # describe() takes an I-Net *set* (individual over several resolutions), which no single job is
+    return cfg.validate() if validate else cfg
+
+
+def matrix_of(cells: dict[tuple[str, int, int], float], top5_offset: float = 20.0) -> Matrix:
+    records = [(mode, row, test, top1, top1 + top5_offset) for (mode, row, test), top1 in cells.items()]
+    return Matrix(pd.DataFrame.from_records(records, columns=COLUMNS))
+
+
+def fixed_cells(rows, tests, top1) -> dict:
+    """The ``fixed`` mode: top1(row, test) for every row and test resolution."""
+    return {("fixed", r, t): top1(r, t) for r in rows for t in tests}
+
+
+def artifact_root(client: MlflowClient) -> Path:
+    """Beside the test's SQLite file: without an explicit location MLflow puts artifacts in ./mlruns of the cwd."""
+    return Path(client.tracking_uri[len("sqlite:///"):]).parent / "artifacts"
+
+
+class Store:
+    """A suite's experiment in the test store; ``job`` logs one finished (or failed) child run."""
+
+    def __init__(self, client: MlflowClient, suite: str, parent: bool = True):
+        self.client, self.suite = client, suite
+        location = (artifact_root(client) / suite).as_uri()
+        self.experiment_id = client.create_experiment(suite, artifact_location=location)
+        self.parent_id = None
+        self.clock = 1_700_000_000_000
+        if parent:
+            self.parent_id = client.create_run(self.experiment_id, run_name=f"{suite}-parent",
+                                               tags={"resolab.kind": "suite", "resolab.suite": suite}).info.run_id
+
+    def job(self, cfg: JobConfig, matrix: Matrix, group: str | None = None, status: str = "FINISHED",
+            start_time: int | None = None) -> str:
+        self.clock += 1000
+        name = f"{cfg.method.name}-{cfg.model.backbone}-{'_'.join(map(str, cfg.data.resolutions))}-s{cfg.train.seed}"
+        job = Job(name=name, config=cfg, hash=config_hash(cfg), point={}, group=group or name)
+        tags = job_tags(self.suite, job, "test-code")
+        if self.parent_id:
+            tags["mlflow.parentRunId"] = self.parent_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags,
+                                        start_time=start_time or self.clock).info.run_id
+        params = [Param(k, param_value(v)) for k, v in flatten(cfg).items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[i:i + 100])
+        log_matrix_metrics(self.client, run_id, matrix)
+        self.client.set_terminated(run_id, status=status)
+        return run_id
+
+    def inet_set(self, top1, resolutions=TINY, tests=TINY_TESTS, seeds=(0,), skip=(), **kw) -> None:
+        """One individual job per resolution, as config.expand_jobs splits an I-Net set."""
+        for seed in seeds:
+            for r in resolutions:
+                if r in skip:
+                    continue
+                cfg = job_config("individual", [r], tests, seed=seed, **kw)
+                self.job(cfg, matrix_of(fixed_cells([r], tests, lambda r_, t: top1(r_, t, seed))),
+                         group=f"individual-{cfg.model.backbone}-s{seed}")
+
+
+def san_top1(r, t):
+    return 60 + r / 4 - abs(r - t) / 2
+
+
+def san_matrix(resolutions=TINY, tests=TINY_TESTS, shift=0.0, with_ideal=True) -> Matrix:
+    """fixed = san_top1 + shift; proxy (row 0) = fixed at S(T); ideal = fixed - 10 off the training
+    resolutions; ideal_calib = fixed - 1, measured off the training resolutions only."""
+    from analysis.report import proxy_row
+
+    cells = fixed_cells(resolutions, tests, lambda r, t: san_top1(r, t) + shift)
+    cells.update({("proxy", ADAPTIVE_ROW, t): cells[("fixed", proxy_row(resolutions, t), t)] for t in tests})
+    if with_ideal:
+        for r in resolutions:
+            for t in tests:
+                off = t not in resolutions
+                cells[("ideal", r, t)] = cells[("fixed", r, t)] - (10 if off else 0)
+                if off:
+                    cells[("ideal_calib", r, t)] = cells[("fixed", r, t)] - 1
+    return matrix_of(cells)
+
+
+def inet_top1(r, t, seed=0):
+    return 55 + r / 4 - abs(r - t) / 2
+
+
+def r18_top1(offset):
+    """RS-Nets Table 2 fixture: top1 = 70 + offset - (224 - r) / 32 - |r - t| / 8."""
+    return lambda r, t, seed=0: 70 + offset(seed) - (224 - r) / 32 - abs(r - t) / 8
+
+
+def tiny_top1(offset):
+    return lambda r, t, seed=0: 40 + offset + r / 2 - abs(r - t) / 2
+
+
+def diag_matrix(resolutions, tests, diag: dict[int, float]) -> Matrix:
+    """Cells only the diagonal matters for; off-diagonal cells one point per pixel lower."""
+    return matrix_of(fixed_cells(sorted(set(resolutions), reverse=True), tests,
+                                 lambda r, t: diag[r] - abs(r - t) / 8))
+
+
+def fill_store(client: MlflowClient) -> None:
+    # SAN Tables 1 and 2 (tiny backbone, 3 training resolutions, 6 test resolutions)
+    s = Store(client, "san_table1")
+    s.inet_set(inet_top1)
+    s.job(job_config("san"), san_matrix())
+    Store(client, "san_table2").job(job_config("san"), san_matrix())
+    s = Store(client, "san_table3")
+    s.job(job_config("san", scale_distill=False), san_matrix(shift=-1))
+    s.job(job_config("san", scale_distill=False, bn="shared"), san_matrix(shift=-20))
+    Store(client, "san_table4").job(job_config("san", convs="private"), san_matrix(shift=-0.5, with_ideal=False))
+    s = Store(client, "san_table5")
+    s.job(job_config("san"), san_matrix())
+    mlp8 = san_matrix()
+    mlp8.frame["top1"] -= 0.25
+    mlp8.frame.loc[(mlp8.frame["mode"] == "fixed") & (mlp8.frame["row"] == 16) & (mlp8.frame["test_res"] == 16), "top1"] += 0.75
+    s.job(job_config("san", meta_hidden=8), mlp8)  # MLP 16 deliberately missing
+    s = Store(client, "san_table6")
+    s.inet_set(inet_top1, resolutions=(48, 40, 32), tests=(56, 48, 40, 32, 24))
+    s.job(job_config("san", (48, 40, 32), (56, 48, 40, 32, 24)), san_matrix((48, 40, 32), (56, 48, 40, 32, 24)))
+    s = Store(client, "san_table7")
+    s.job(job_config("san", tests=(64, 40, 32, 16)), san_matrix(tests=(64, 40, 32, 16)))
+    s.job(job_config("individual", [32], (64, 40, 32, 16), tag="fixres"),
+          matrix_of({("fixed", 32, 64): 55.0, ("fixed", 32, 40): 63.0, ("fixed", 32, 32): 67.0, ("fixed", 32, 16): 50.0}))
+
+    # RS-Nets Table 2: ResNet-18 on 1000 classes; I-Nets 2 seeds (r=128 missing), Parallel 1 seed,
+    # RS-Net 3 seeds (+ an older duplicate of seed 0 and a failed seed 3, both to be ignored).
+    s = Store(client, "rsnets_table2")
+    r18 = dict(backbone="resnet18", tests=R18, num_classes=1000)
+    s.inet_set(r18_top1(lambda seed: float(seed)), resolutions=R18, skip=(128,), seeds=(0, 1), **r18)
+    s.job(job_config("parallel", R18, **r18), matrix_of(fixed_cells(R18, R18, r18_top1(lambda _: 1.5))))
+    rsnet_offsets = {0: 2.0, 1: 2.5, 2: 3.0}
+    for seed, offset in rsnet_offsets.items():
+        cfg = job_config("rsnet", R18, seed=seed, **r18)
+        if seed == 0:
+            s.job(cfg, matrix_of(fixed_cells(R18, R18, r18_top1(lambda _: 12.0))), start_time=1_600_000_000_000)
+        s.job(cfg, matrix_of(fixed_cells(R18, R18, r18_top1(lambda _, o=offset: o))))
+    s.job(job_config("rsnet", R18, seed=3, **r18), matrix_of(fixed_cells(R18, R18, r18_top1(lambda _: 30.0))),
+          status="FAILED")
+
+    # RS-Nets Table 5 (no parent run: make_tables must create a "tables" run to log into)
+    s = Store(client, "rsnets_table5", parent=False)
+    full = {32: 60.0, 24: 58.0, 16: 56.0}
+    s.job(job_config("rsnet", tests=TINY), diag_matrix(TINY, TINY, full))
+    for seed, shift in ((0, -0.2), (1, 0.0)):
+        s.job(job_config("rsnet", tests=TINY, distill="vanilla", seed=seed),
+              diag_matrix(TINY, TINY, {r: v + shift for r, v in full.items()}))
+    s.job(job_config("rsnet", tests=TINY, distill="from_models"), diag_matrix(TINY, TINY, {r: v - 0.8 for r, v in full.items()}))
+    s.job(job_config("rsnet", tests=TINY, distill="from_largest"), diag_matrix(TINY, TINY, {r: v - 1.0 for r, v in full.items()}))
+
+    # RS-Nets Table 6: single-resolution jobs train on [r, r, r]; single-res single-crop r=16 missing
+    s = Store(client, "rsnets_table6")
+    s.job(job_config("rsnet", tests=TINY), diag_matrix(TINY, TINY, full))
+    s.job(job_config("rsnet", tests=TINY, crop="multi"), diag_matrix(TINY, TINY, {r: v - 0.5 for r, v in full.items()}))
+    for r in TINY:
+        s.job(job_config("rsnet", [r] * 3, TINY, crop="multi"), diag_matrix([r], TINY, {r: full[r] - 1.0}))
+        if r != 16:
+            s.job(job_config("rsnet", [r] * 3, TINY), diag_matrix([r], TINY, {r: full[r] - 2.0}))
+
+    # RS-Nets Fig. 4: dense test resolutions; RS-Net's interp mode = 50 + T/4
+    s = Store(client, "rsnets_fig4")
+    dense = (36, 32, 28, 24, 20, 16)
+    s.inet_set(lambda r, t, seed: 40 + r / 2 - abs(r - t) / 2, tests=dense)
+    s.job(job_config("parallel", tests=dense, bn="shared"), diag_matrix(TINY, dense, {32: 50.0, 24: 48.0, 16: 46.0}))
+    s.job(job_config("parallel", tests=dense), diag_matrix(TINY, dense, {32: 55.0, 24: 53.0, 16: 51.0}))
+    rsnet = diag_matrix(TINY, dense, {32: 57.0, 24: 55.0, 16: 53.0})
+    rsnet = Matrix.concat([rsnet, matrix_of({("interp", ADAPTIVE_ROW, t): 50 + t / 4 for t in dense})])
+    s.job(job_config("rsnet", tests=dense), rsnet)
+
+    # The quickstart: one I-Net set + parallel + RS-Net + SAN (+1, +2, +3 over the I-Nets)
+    s = Store(client, "quickstart")
+    s.inet_set(lambda r, t, seed: tiny_top1(0)(r, t))
+    for method, offset in (("parallel", 1), ("rsnet", 2), ("san", 3)):
+        s.job(job_config(method), matrix_of(fixed_cells(TINY, TINY_TESTS, tiny_top1(offset))))
+
+
+@pytest.fixture(scope="session")
+def empty_db(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow database; copying it saves the ~2 s schema migration per store."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def new_store(empty_db, tmp_path) -> str:
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def store_uri(empty_db, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    shutil.copy(empty_db, path)
+    fill_store(MlflowClient(f"sqlite:///{path}"))
+    return f"sqlite:///{path}"
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = make_tables.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table_md(capsys, uri, name, *extra) -> str:
+    code, out, err = run_cli(capsys, name, "--tracking-uri", uri, "--no-log", *extra)
+    assert code == 0, err
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Pure pieces
+
+
+def test_stat_mean_and_sample_std():
+    assert tables.Stat((70.0,)).text(1) == "70.0"
+    two = tables.Stat((70.0, 71.0))
+    assert (two.mean, round(two.std, 6)) == (70.5, 0.707107)  # sample std: sqrt(0.5)
+    assert two.text(1) == "70.5 ± 0.7"
+    assert tables.Stat((72.0, 72.5, 73.0)).text(2) == "72.50 ± 0.50"
+
+
+def test_proxy_row_ties_go_to_the_larger():
+    from analysis.report import proxy_row
+    assert [proxy_row(TINY, t) for t in TINY_TESTS] == [32, 32, 32, 24, 24, 16]
+
+
+def test_madds_format_like_rsnets_table2():
+    assert [format_madds(v) for v in (1814073344, 925798400, 333615104, 56_000_000)] == ["1.81G", "926M", "334M", "56M"]
+
+
+# --------------------------------------------------------------------------------------------
+# Tables from the store
+
+
+# `resolab describe --backbone resnet18 --method individual --json` (1000 classes): MAdds per resolution
+R18_MADDS = {224: 1814073344, 192: 1332924416, 160: 925798400, 128: 592695296, 96: 333615104}
+
+
+def test_rsnets_table2_numbers_gains_seeds_madds_and_params(capsys, store_uri):
+    out = table_md(capsys, store_uri, "rsnets_table2")
+    madds = {r: format_madds(m) for r, m in R18_MADDS.items()}
+    assert madds == {224: "1.81G", 192: "1.33G", 160: "926M", 128: "593M", 96: "334M"}
+    # I-Nets: 2 seeds (70, 71); I-224 = the same runs; Parallel 1 seed; RS-Net seeds 72, 72.5, 73
+    assert f"| 224×224 | {madds[224]} | 70.5 ± 0.7 / 90.5 ± 0.7 | 70.5 ± 0.7 / 90.5 ± 0.7 | 71.5 / 91.5 (+1.0) | " \
+           f"72.5 ± 0.5 / 92.5 ± 0.5 (+2.0) |" in out
+    # I-224 tested at 192: 70 - 32/8 = 66 (+ seed) -> 66.5, gain vs I-192 (69.5) = -3.0
+    assert f"| 192×192 | {madds[192]} | 69.5 ± 0.7 / 89.5 ± 0.7 | 66.5 ± 0.7 / 86.5 ± 0.7 (-3.0) | 70.5 / 90.5 (+1.0) | " \
+           f"71.5 ± 0.5 / 91.5 ± 0.5 (+2.0) |" in out
+    # No I-Net at 128: its cell is missing and nothing shows a gain over it
+    assert f"| 128×128 | {madds[128]} | — | 58.5 ± 0.7 / 78.5 ± 0.7 | 68.5 / 88.5 | 69.5 ± 0.5 / 89.5 ± 0.5 |" in out
+    assert f"| 96×96 | {madds[96]} | 66.5 ± 0.7 / 86.5 ± 0.7 | 54.5 ± 0.7 / 74.5 ± 0.7 (-12.0) | 67.5 / 87.5 (+1.0) | " \
+           f"68.5 ± 0.5 / 88.5 ± 0.5 (+2.0) |" in out
+    # describe: five I-Nets 55.74, one ResNet-18 11.15, private BN per resolution 11.18 (2^20 units)
+    assert "| Total Params |  | 55.74M | 11.15M | 11.18M | 11.18M |" in out
+    assert "missing: I-Nets resnet18 r=128 — run: resolab run experiments/rsnets_table2.yaml" in out
+    assert "mean ± sample std (ddof=1) over up to 3 seeds" in out
+    assert "| Resolution | MAdds | I-Nets (base) | I-224 | Parallel | RS-Net |" in out
+
+
+def test_filter_keeps_one_seed(capsys, store_uri):
+    out = table_md(capsys, store_uri, "rsnets_table2", "--filter", "params.`train.seed` = '1'")
+    # seed 1 only: I-Nets 71.0 at 224, RS-Net 72.5, Parallel (seed 0) gone
+    assert "| 224×224 | 1.81G | 71.0 / 91.0 | 71.0 / 91.0 | — | 72.5 / 92.5 (+1.5) |" in out
+    assert "±" not in out.split("missing:")[0]
+
+
+def test_san_table1_marks_proxy_cells(capsys, store_uri):
+    out = table_md(capsys, store_uri, "san_table1")
+    assert "| train \\ test | 40 | 32 | 28 | 24 | 20 | 16 |" in out
+    # SAN: 60 + r/4 - |r - t|/2; S(T) = 32 for 40, 32, 28 (tie to the larger); 24 for 24, 20; 16 for 16
+    assert "| 32 | **64.00** | **68.00** | **66.00** | 64.00 | 62.00 | 60.00 |" in out
+    assert "| 24 | 58.00 | 62.00 | 64.00 | **66.00** | **64.00** | 62.00 |" in out
+    assert "| 16 | 52.00 | 56.00 | 58.00 | 60.00 | 62.00 | **64.00** |" in out
+    # I-Nets: 5 points lower, never marked
+    assert "| 32 | 59.00 | 63.00 | 61.00 | 59.00 | 57.00 | 55.00 |" in out
+    assert tables.PROXY_LEGEND in out
+    assert "missing" not in out
+
+
+def test_san_table2_ideal_calibrated_and_proxy_panels(capsys, store_uri):
+    out = table_md(capsys, store_uri, "san_table2")
+    assert "| train \\ test | 40 | 28 | 20 |" in out  # test resolutions that are not training ones
+    assert "| 32 | **54.00** | **56.00** | 52.00 |" in out  # ideal: fixed - 10
+    assert "| 32 | **63.00** | **65.00** | 61.00 |" in out  # ideal + calibrated BN: fixed - 1
+    assert "| 32 | **64.00** | **66.00** | 62.00 |" in out  # proxy: fixed
+    assert "| 24 | 58.00 | 64.00 | **64.00** |" in out
+
+
+def test_san_ablation_tables(capsys, store_uri):
+    out = table_md(capsys, store_uri, "san_table3")
+    assert "SAN w/o SD (top-1 %)" in out and "SAN w/o SD + shared BN (top-1 %)" in out
+    assert "| 16 | 51.00 | 55.00 | 57.00 | 59.00 | 61.00 | **63.00** |" in out
+    assert "| 16 | 32.00 | 36.00 | 38.00 | 40.00 | 42.00 | **44.00** |" in out
+    out = table_md(capsys, store_uri, "san_table4")
+    assert "| 24 | 57.50 | 61.50 | 63.50 | **65.50** | **63.50** | 61.50 |" in out
+
+
+def test_san_table5_drop_and_missing_mlp16(capsys, store_uri):
+    out = table_md(capsys, store_uri, "san_table5")
+    assert "| 16 | 0.25 | 0.25 | 0.25 | 0.25 | 0.25 | -0.50 |" in out  # linear - MLP 8
+    mlp16 = out.split("drop, MLP 16 vs linear")[1]
+    assert "| 32 | — | — | — | — | — | — |" in mlp16
+    assert "missing: SAN MLP 16 (meta_hidden 16) resnet_tiny — run: resolab run experiments/san_table5.yaml" in out
+
+
+def test_san_table6_and_table7(capsys, store_uri):
+    out = table_md(capsys, store_uri, "san_table6")
+    assert "| train \\ test | 56 | 48 | 40 | 32 | 24 |" in out
+    assert "| 48 | **68.00** | **72.00** | 68.00 | 64.00 | 60.00 |" in out  # S(56) = 48, S(40) = 40
+    out = table_md(capsys, store_uri, "san_table7")
+    assert "| SAN (train 32) | 52.00 | **64.00** | **68.00** | **60.00** |" in out
+    assert "| FixRes individual (train 32) | **55.00** | 63.00 | 67.00 | 50.00 |" in out
+
+
+def test_rsnets_table5_deltas_vs_full(capsys, store_uri):
+    out = table_md(capsys, store_uri, "rsnets_table5")
+    assert "| Resolution | Full-version MRED (base) | Vanilla-version MRED | Only from p1…p(S-1) | Only from p1 |" in out
+    assert "| 32×32 | 60.0 | 59.9 ± 0.1 (-0.1) | 59.2 (-0.8) | 59.0 (-1.0) |" in out
+    assert "| 16×16 | 56.0 | 55.9 ± 0.1 (-0.1) | 55.2 (-0.8) | 55.0 (-1.0) |" in out
+
+
+def test_rsnets_table6_single_resolution_and_model_size(capsys, store_uri):
+    out = table_md(capsys, store_uri, "rsnets_table6")
+    assert "| 32×32 | 60.0 | 59.5 (-0.5) | 59.0 (-1.0) | 58.0 (-2.0) |" in out
+    assert "| 16×16 | 56.0 | 55.5 (-0.5) | 55.0 (-1.0) | — |" in out
+    assert "| Model Size | 1× | 1× | 3× | 3× |" in out
+    assert "missing: RS-Net resnet_tiny Single-res single-crop r=16 — run: resolab run experiments/rsnets_table6.yaml" in out
+
+
+def test_rsnets_fig4_numbers(capsys, store_uri):
+    out = table_md(capsys, store_uri, "rsnets_fig4")
+    assert "| Resolution | Parallel (shared BN) | Parallel (private BN) | I-Nets | RS-Net |" in out
+    assert "| 32×32 | 50.0 | 55.0 | 56.0 | 57.0 |" in out
+    assert "| Test | RS-Net (interp BN) | I-32 | I-24 | I-16 |" in out
+    assert "| 36 | 59.0 | 54.0 | 46.0 | 38.0 |" in out
+    assert "| 20 | 55.0 | 50.0 | 50.0 | 46.0 |" in out
+
+
+def test_fig1_reads_both_suites(capsys, store_uri):
+    out = table_md(capsys, store_uri, "fig1")
+    assert "| 224×224 | 1.81G | 70.5 ± 0.7 | 71.5 | 72.5 ± 0.5 | — |" in out  # ResNet-18 from rsnets_table2
+    assert "| 32×32 |" in out and "| 63.00 |" not in out  # tiny backbone from san_table1, 1 decimal
+    assert "missing: SAN resnet18 — run: resolab run experiments/san_table1.yaml or resolab run " \
+           "experiments/rsnets_table2.yaml" in out
+
+
+def test_quickstart_prints_real_numbers(capsys, store_uri):
+    out = table_md(capsys, store_uri, "quickstart")
+    madds = describe(job_config("individual", validate=False), 10)["madds"]
+    assert "| Resolution | MAdds | I-Nets (base) | I-32 | Parallel | RS-Net | SAN |" in out
+    assert f"| 32×32 | {format_madds(madds['32'])} | 56.0 / 76.0 | 56.0 / 76.0 | 57.0 / 77.0 (+1.0) | " \
+           f"58.0 / 78.0 (+2.0) | 59.0 / 79.0 (+3.0) |" in out
+    # I-32 at 24: 56 - 4 = 52 = I-24 itself
+    assert f"| 24×24 | {format_madds(madds['24'])} | 52.0 / 72.0 | 52.0 / 72.0 (+0.0) | 53.0 / 73.0 (+1.0) |" in out
+    params = {m: describe(job_config(m, validate=False), 10)["total_params_M"]
+              for m in ("individual", "parallel", "rsnet", "san")}
+    one = describe(job_config("individual", [32]), 10)["total_params_M"]
+    assert f"| Total Params |  | {params['individual']:.2f}M | {one:.2f}M | {params['parallel']:.2f}M | " \
+           f"{params['rsnet']:.2f}M | {params['san']:.2f}M |" in out
+    # the SAN Table 1 matrices follow, with 2 decimals: SAN (+3) marked, I-Nets not
+    assert "| 32 | **55.00** | **59.00** | **57.00** | 55.00 | 53.00 | 51.00 |" in out
+    assert "| 32 | 52.00 | 56.00 | 54.00 | 52.00 | 50.00 | 48.00 |" in out
+    assert "missing" not in out
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
+def test_every_table_renders_in_every_format(capsys, store_uri, fmt):
+    expected = {"san_table1": "64.00", "san_table2": "54.00", "san_table3": "63.00", "san_table4": "65.50",
+                "san_table5": "-0.50", "san_table6": "72.00", "san_table7": "55.00", "rsnets_table2": "11.18M",
+                "rsnets_table5": "59.2", "rsnets_table6": "3×", "rsnets_fig4": "59.0", "fig1": "71.5",
+                "quickstart": "59.0 / 79.0 (+3.0)"}
+    assert set(expected) == set(make_tables.TABLES)
+    for name, number in expected.items():
+        code, out, err = run_cli(capsys, name, "--tracking-uri", store_uri, "--no-log", "--format", fmt)
+        assert code == 0, (name, err)
+        if fmt == "latex":
+            assert r"\begin{tabular}" in out and tables.latex_escape(number) in out, name
+            assert "—" not in out and "±" not in out  # escaped for LaTeX
+        elif fmt == "csv":
+            frame = pd.read_csv(io.StringIO(out), dtype=str)
+            assert list(frame.columns) == tables.CSV_HEADER
+            assert frame["value"].str.contains(number, regex=False).any(), name
+        else:
+            assert number in out, name
+
+
+def test_latex_marks_and_escapes(capsys, store_uri):
+    _, out, _ = run_cli(capsys, "rsnets_table2", "--tracking-uri", store_uri, "--no-log", "--format", "latex")
+    assert r"72.5 $\pm$ 0.5 / 92.5 $\pm$ 0.5 (+2.0)" in out and "224$\\times$224" in out
+    assert "% missing: I-Nets resnet18 r=128" in out
+    _, out, _ = run_cli(capsys, "san_table1", "--tracking-uri", store_uri, "--no-log", "--format", "latex")
+    assert r"32 & \textbf{64.00} & \textbf{68.00} & \textbf{66.00} & 64.00 & 62.00 & 60.00 \\" in out
+
+
+def test_csv_marks_cells_and_sends_notes_to_stderr(capsys, store_uri):
+    code, out, err = run_cli(capsys, "san_table5", "--tracking-uri", store_uri, "--no-log", "--format", "csv")
+    frame = pd.read_csv(io.StringIO(out), dtype=str)
+    assert "missing: SAN MLP 16" in err and "missing" not in out
+    assert (frame["value"] == "—").sum() == 18  # the MLP 16 panel: 3 rows x 6 columns
+    code, out, err = run_cli(capsys, "san_table1", "--tracking-uri", store_uri, "--no-log", "--format", "csv")
+    frame = pd.read_csv(io.StringIO(out), dtype=str)
+    san = frame[frame["panel"].str.contains("SAN")]
+    assert set(san[san["marked"] == "1"][["row", "column"]].itertuples(index=False, name=None)) == {
+        ("32", "40"), ("32", "32"), ("32", "28"), ("24", "24"), ("24", "20"), ("16", "16")}
+
+
+def test_out_writes_tables_and_figures(capsys, store_uri, tmp_path):
+    code, out, err = run_cli(capsys, "rsnets_fig4", "san_table1", "--tracking-uri", store_uri, "--no-log",
+                             "--format", "latex", "--out", str(tmp_path))
+    assert code == 0, err
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "rsnets_fig4.tex" in names and "san_table1.tex" in names
+    assert "rsnets_fig4_fig4_resnet_tiny.png" in names
+    assert "san_table1_heatmap1.png" in names and "san_table1_heatmap2.png" in names
+    assert (tmp_path / "rsnets_fig4_fig4_resnet_tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "san_table1.tex").read_text() in out
+
+
+def test_tables_are_logged_to_the_suite_parent_run(capsys, store_uri):
+    client = MlflowClient(store_uri)
+    code, out, err = run_cli(capsys, "san_table1", "rsnets_table5", "--tracking-uri", store_uri)
+    assert code == 0, err
+    parent = client.search_runs([client.get_experiment_by_name("san_table1").experiment_id],
+                                "tags.`resolab.kind` = 'suite'")[0]
+    logged = {f.path for f in client.list_artifacts(parent.info.run_id, "tables")}
+    assert {"tables/san_table1.md", "tables/san_table1.tex", "tables/san_table1.csv",
+            "tables/san_table1_heatmap1.png"} <= logged
+    # rsnets_table5 has no parent run: one named "tables" is made, and reused next time
+    experiment_id = client.get_experiment_by_name("rsnets_table5").experiment_id
+    made = client.search_runs([experiment_id], "tags.`resolab.kind` = 'tables'")
+    assert [r.info.run_name for r in made] == ["tables"]
+    assert "tables/rsnets_table5.md" in {f.path for f in client.list_artifacts(made[0].info.run_id, "tables")}
+    run_cli(capsys, "rsnets_table5", "--tracking-uri", store_uri)
+    assert len(client.search_runs([experiment_id], "tags.`resolab.kind` = 'tables'")) == 1
+    # the extra run is not a job: tables still read the same runs
+    assert "| 32×32 | 60.0 | 59.9 ± 0.1 (-0.1) |" in table_md(capsys, store_uri, "rsnets_table5")
+
+
+def test_no_table_argument_prints_every_table_with_runs(capsys, store_uri):
+    code, out, err = run_cli(capsys, "--tracking-uri", store_uri, "--no-log")
+    assert code == 0
+    assert out.count("### ") == len(make_tables.TABLES)
+    assert "### Quickstart" in out and "### RS-Nets Table 2" in out
+
+
+def test_only_quickstart_in_the_store(capsys, new_store):
+    uri = new_store
+    client = MlflowClient(uri)
+    s = Store(client, "quickstart")
+    s.inet_set(lambda r, t, seed: tiny_top1(0)(r, t))
+    s.job(job_config("rsnet"), matrix_of(fixed_cells(TINY, TINY_TESTS, tiny_top1(2))))
+    code, out, err = run_cli(capsys, "--tracking-uri", uri, "--no-log")
+    assert code == 0
+    assert out.startswith("### Quickstart") and out.count("### ") == 1
+    assert "| 32×32 |" in out and "58.0 / 78.0 (+2.0)" in out
+    assert "missing: Parallel resnet_tiny — run: resolab run experiments/quickstart.yaml" in out
+    # a table asked for by name with no runs says which command fills it
+    code, out, err = run_cli(capsys, "san_table3", "--tracking-uri", uri, "--no-log")
+    assert code == 1 and "run: resolab run experiments/san_table3.yaml" in err
+
+
+def test_empty_store_says_what_fills_it(capsys, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'nothing.db'}"
+    code, out, err = run_cli(capsys, "--tracking-uri", uri)
+    assert code == 1 and out == ""
+    assert "resolab run experiments/quickstart.yaml" in err
+    assert not (tmp_path / "nothing.db").exists()  # not created just to say it is empty
+
+
+def test_store_with_only_other_suites(capsys, new_store):
+    uri = new_store
+    Store(MlflowClient(uri), "my_suite").job(job_config("san"), san_matrix())
+    code, out, err = run_cli(capsys, "--tracking-uri", uri, "--no-log")
+    assert code == 1 and "my_suite" in err and "--suite my_suite" in err
+    code, out, err = run_cli(capsys, "--tracking-uri", uri, "--no-log", "--suite", "my_suite")
+    assert code == 0 and "| 32×32 |" in out and "68.0 / 88.0" in out  # SAN column of the quickstart layout
+
+
+def test_script_entry_point_lists_tables():
+    result = subprocess.run([sys.executable, "analysis/make_tables.py", "--list"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "rsnets_table2" in result.stdout and "suite(s): san_table1, rsnets_table2" in result.stdout
+
+
+def test_bad_filter_is_one_line_not_a_traceback(capsys, store_uri):
+    code, out, err = run_cli(capsys, "san_table1", "--tracking-uri", store_uri, "--no-log", "--filter", "params.x =")
+    assert code == 2 and err.startswith("make_tables: ") and "Traceback" not in err
