@@ -16,7 +16,7 @@ from ray.tune import Callback
 from analysis.matrix import Matrix
 from analysis.report import log_matrix
 from orchestrator.config import flatten
-from orchestrator.tracking import code_version, job_tags, param_value
+from orchestrator.tracking import code_version, job_tags, param_value, store_creation_lock
 
 EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s", "world_size", "start_epoch")
 
@@ -37,10 +37,9 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
                 f"cannot reach the MLflow tracking server at {uri} ({exc}). Start it, fix --tracking-uri / "
                 "MLFLOW_TRACKING_URI, or leave both unset to use the project's SQLite file.") from None
         return
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with store_creation_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 — any failure here means "unusable store"
         raise TrackingUnavailable(f"cannot open the MLflow tracking store {uri}: {exc}") from None
 

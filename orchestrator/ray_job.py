@@ -57,11 +57,12 @@ class _RayRuntime(Runtime):
             return self.stable_dir
         return None
 
-    def keep(self, checkpoint_dir: Path | None) -> None:
+    def keep(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        """Copy rank 0's checkpoint to the stable directory; then the fault-injection point."""
         if checkpoint_dir is not None:
             payload = torch.load(checkpoint_dir / ckpt.CHECKPOINT_FILE, weights_only=True)
             ckpt.save(self.stable_dir, payload)
-            self.maybe_crash(int(payload["epoch"]) + 1)
+        self.maybe_crash(int(metrics["epoch"]) + 1)
 
     def maybe_crash(self, next_epoch: int) -> None:
         if os.environ.get(CRASH_EPOCH_ENV) is None:
@@ -84,7 +85,7 @@ class TuneRuntime(_RayRuntime):
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         import ray.tune
-        self.keep(checkpoint_dir)
+        self.keep(metrics, checkpoint_dir)
         ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
 
@@ -108,7 +109,7 @@ class TrainRuntime(_RayRuntime):
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         import ray.train
-        self.keep(checkpoint_dir)
+        self.keep(metrics, checkpoint_dir)
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
 

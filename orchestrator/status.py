@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator import checkpoint as ckpt
 from orchestrator.ray_job import job_dir
 from orchestrator.suite import default_storage
-from orchestrator.tracking import resolve_tracking_uri
+from orchestrator.tracking import resolve_tracking_uri, store_creation_lock
 
 STATE_OF_RUN = {"FINISHED": "done", "RUNNING": "running", "SCHEDULED": "pending", "FAILED": "failed",
                 "KILLED": "failed"}
@@ -14,8 +14,10 @@ STATE_OF_RUN = {"FINISHED": "done", "RUNNING": "running", "SCHEDULED": "pending"
 
 def job_states(suite, tracking_uri: str | None = None) -> dict[str, tuple[str, str]]:
     """job name -> (state, detail); the newest run of the job's config hash decides."""
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    experiment = client.get_experiment_by_name(suite.name)
+    uri = resolve_tracking_uri(tracking_uri)
+    with store_creation_lock(uri):
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(suite.name)
     runs = client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'",
                               max_results=50000) if experiment else []
     newest = {}

@@ -12,6 +12,8 @@ workers change directory). Only the driver creates the database and experiments;
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -39,6 +41,23 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     if "://" not in uri:  # a bare path means a SQLite file
         uri = f"sqlite:///{Path(uri).resolve()}"
     return uri
+
+
+@contextlib.contextmanager
+def store_creation_lock(uri: str):
+    """Serialise the first opening of a SQLite store: MLflow's schema migration races when several
+    processes create one database file at once (it can leave it half-migrated)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_suffix(db.suffix + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def param_value(value) -> str:

@@ -153,6 +153,8 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
                        grid={"method.name": ["parallel", "rsnet", "san"]})
     env = {**os.environ, "RESOLAB_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
     db = tmp_path / "home" / "mlflow.db"
+    db.parent.mkdir()
+    _job_runs_sqlite(db)  # create the store first, so that polling it never races the driver's creation
     command = [sys.executable, "-m", "orchestrator.cli", "run", str(path)]
     proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -172,6 +174,8 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
     before = {r.info.run_id: r for r in _job_runs_sqlite(db)}
     finished_before = {rid for rid, r in before.items() if r.info.status == "FINISHED"}
     assert 1 <= len(finished_before) < 3
+    checkpointed = {p.parent.name.rsplit("-", 1)[1]  # <job>-<hash>/checkpoint.pt of interrupted jobs
+                    for p in (tmp_path / "home" / "ray" / "restart" / "jobs").glob("*/checkpoint.pt")}
 
     rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -181,6 +185,11 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
     assert all(r.info.status == "FINISHED" for r in after.values())
     for rid in finished_before:  # finished jobs were not trained again
         assert after[rid].info.end_time == before[rid].info.end_time
+    client = MlflowClient(f"sqlite:///{db}")
+    for rid, run in after.items():  # interrupted jobs with a checkpoint resumed from it
+        if rid not in finished_before and run.data.tags["resolab.config_hash"] in checkpointed:
+            starts = [m.value for m in client.get_metric_history(rid, "start_epoch")]
+            assert max(starts) >= 1, starts
 
 
 @pytest.mark.slow
