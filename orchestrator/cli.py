@@ -67,6 +67,8 @@ def _run(args) -> int:
     outcome = run_suite(suite, options)
     print(f"finished {len(outcome.finished)}, skipped (already finished) {len(outcome.skipped)}, "
           f"failed {len(outcome.failed)}")
+    if outcome.overhead_line():
+        print(outcome.overhead_line())
     for name, reason in outcome.failed.items():
         print(f"  FAILED {name}: {reason}")
     return 1 if outcome.failed else 0

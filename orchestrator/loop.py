@@ -193,8 +193,10 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
                    "epoch_time_s": elapsed, **{f"loss/{k}": v / max(1, steps_per_epoch) for k, v in sums.items()},
                    **method.epoch_metrics(net)}
         if runtime.rank == 0:
+            t1 = time.perf_counter()
             metrics.update(accuracy_at_training_resolutions(net, val_loader, cfg.data.resolutions, device,
                                                             cfg.eval.max_batches))
+            metrics["val_time_s"] = time.perf_counter() - t1
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint_dir = None

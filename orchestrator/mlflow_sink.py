@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import logging
+
 import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -18,7 +20,10 @@ from analysis.report import log_matrix
 from orchestrator.config import flatten
 from orchestrator.tracking import code_version, job_tags, param_value, store_creation_lock
 
-EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s", "world_size", "start_epoch")
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets its own level on import
+
+EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s", "val_time_s", "world_size",
+              "start_epoch")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -135,7 +140,7 @@ class MlflowSink(Callback):
                        for k, v in result.items() if k.startswith(EPOCH_KEYS) and isinstance(v, (int, float))]
             if metrics:
                 self.client.log_batch(run_id, metrics=metrics)
-            self.busy_seconds += float(result.get("epoch_time_s", 0.0))
+            self.busy_seconds += float(result.get("epoch_time_s", 0.0)) + float(result.get("val_time_s", 0.0))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._fail(trial.config["job"], _error_text(trial))

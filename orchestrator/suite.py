@@ -41,8 +41,24 @@ class SuiteOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     max_running: int = 0  # most jobs seen running at once
-    wall_s: float = 0.0
-    train_s: float = 0.0  # summed time inside the training loop and matrix evaluation
+    wall_s: float = 0.0  # from Ray start-up to the end of the last job
+    trial_s: float = 0.0  # summed over jobs: trial start to final report, as the driver saw it
+    train_s: float = 0.0  # summed over jobs: inside training epochs and matrix evaluation
+
+    def overhead_line(self) -> str:
+        """Where the time went: the rest of each trial is start-up, data set-up, reporting, MLflow."""
+        if not self.trial_s:
+            return ""
+        rest = self.trial_s - self.train_s
+        return (f"wall {self.wall_s:.0f} s; jobs ran {self.trial_s:.0f} s in all, of which training + evaluation "
+                f"{self.train_s:.0f} s ({100 * self.train_s / self.trial_s:.0f}%) and start-up, data set-up, "
+                f"Ray reporting and MLflow {rest:.0f} s ({100 * rest / self.trial_s:.0f}%)")
+
+
+def estimated_cost(job) -> float:
+    """Relative training cost: epochs x pixels per sample over all training resolutions."""
+    cfg = job.config
+    return cfg.train.epochs * sum(r * r for r in cfg.data.resolutions)
 
 
 def default_storage() -> str:
@@ -101,7 +117,8 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
     done, run_ids = tracking.prepare(suite.jobs)
     outcome = SuiteOutcome(skipped=[j.name for j in done])
-    todo = [j for j in suite.jobs if j.name in run_ids]
+    # Longest jobs first: the short ones then fill the gaps at the end instead of leaving workers idle.
+    todo = sorted((j for j in suite.jobs if j.name in run_ids), key=estimated_cost, reverse=True)
     print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(todo)} to run; "
           f"tracking {uri}", file=stream)
     if not todo:
@@ -133,6 +150,7 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     tuner.fit()
     outcome.wall_s = time.monotonic() - started
     outcome.max_running, outcome.train_s = live.max_running, sink.busy_seconds
+    outcome.trial_s = sum(live.job_seconds)
     outcome.failed = dict(sink.failures)
     outcome.finished = [n for n in by_name if n in sink.finished]
     for name in by_name:

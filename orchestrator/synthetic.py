@@ -1,15 +1,18 @@
 """A built-in image dataset whose accuracy depends on input resolution; no download needed.
 
-Each class is a coarse shape (visible at 16 px) filled with a fine stripe texture of one orientation
-(clear at 48-64 px, faint at 32, gone at 16-24). A classifier that sees few pixels can tell the shapes
-apart but not the textures, so low resolutions top out near 1 / (number of textures) of the
-accuracy that high resolutions reach, which is the effect the train x test resolution matrix measures.
+Each class is a coarse colour family of the object (visible at any resolution) times a fine stripe
+texture of one orientation (clear at 48-64 px, faint at 32, gone at 16-24); the object's shape,
+size, position and rotation are random nuisances. A classifier that sees few pixels can tell the
+colour families apart but not the textures, so low resolutions top out near 1 / (number of
+textures) of the accuracy that high resolutions reach: the effect the train x test resolution
+matrix measures.
 
 Written once as an ImageFolder in ImageNet layout (``root/train/<class>/*.png``, ``root/val/...``),
 atomically, so several processes (Ray workers, parallel trials) may ask for the same root at once.
 """
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import hashlib
 import json
@@ -25,28 +28,31 @@ from PIL import Image
 from orchestrator.schema import SyntheticConfig
 
 # Bump when the drawing changes: it is part of the settings hash, so old data is never reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 MARKER = ".complete"
-SHAPES = ("disc", "square", "triangle", "cross", "ring")
-# Stripe period as a fraction of the image's shorter side: ~3-5 px at native 64-128 px; after the
-# eval resize (shorter side S / 0.875) ~3 px at S = 64 (clear), ~1.5 px at S = 32 (mostly blurred,
-# partly aliased), under a pixel at S = 16 (gone).
-STRIPE_PERIOD = 1 / 24
+SHAPES = ("disc", "square", "triangle", "cross", "ring")  # drawn at random: a nuisance, not a class cue
+# The coarse class cue, visible at any resolution: the object's colour family (hue, 0-1).
+HUES = {"red": 0.0, "yellow": 0.16, "green": 0.33, "blue": 0.6, "purple": 0.8}
+# Stripe period as a fraction of the image's shorter side: after the eval resize (shorter side
+# S / 0.875) ~4.6 px at S = 48 (clear), ~3 px at S = 32 (visible), ~2.3 px at S = 24 (faint),
+# ~1.5 px at S = 16 (gone: below the 2-pixel Nyquist limit).
+STRIPE_PERIOD = 1 / 12
 
 
 def textures_for(num_classes: int) -> list[float]:
     """Stripe orientations in degrees: two (0, 90) suffice for up to 10 classes, four for 20."""
-    if num_classes <= 2 * len(SHAPES):
+    if num_classes <= 2 * len(HUES):
         return [0.0, 90.0]
-    if num_classes <= 4 * len(SHAPES):
+    if num_classes <= 4 * len(HUES):
         return [0.0, 45.0, 90.0, 135.0]
-    raise ValueError(f"the synthetic dataset has at most {4 * len(SHAPES)} classes, got num_classes={num_classes}")
+    raise ValueError(f"the synthetic dataset has at most {4 * len(HUES)} classes, got num_classes={num_classes}")
 
 
 def class_names(num_classes: int) -> list[str]:
     """Folder names, zero-padded so that ImageFolder's sorted order is the class index order."""
     textures = textures_for(num_classes)
-    return [f"{c:02d}_{SHAPES[c // len(textures)]}_stripes{int(textures[c % len(textures)]):03d}"
+    hues = list(HUES)
+    return [f"{c:02d}_{hues[c // len(textures)]}_stripes{int(textures[c % len(textures)]):03d}"
             for c in range(num_classes)]
 
 
@@ -60,6 +66,10 @@ def default_synthetic_root(cfg: SyntheticConfig, num_classes: int = 10) -> Path:
     base = Path(home) if home else Path(__file__).resolve().parent.parent / ".resolab"
     digest = hashlib.sha256(json.dumps(settings(cfg, num_classes), sort_keys=True).encode()).hexdigest()
     return base / "data" / f"synthetic-{digest[:12]}"
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h, s, v), dtype=np.float32)
 
 
 def _signed_distance(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
@@ -84,19 +94,20 @@ def _signed_distance(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.n
 def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: SyntheticConfig) -> np.ndarray:
     """One H x W x 3 uint8 image of class ``label``."""
     textures = textures_for(num_classes)
-    shape, texture = SHAPES[label // len(textures)], textures[label % len(textures)]
+    hue, texture = list(HUES.values())[label // len(textures)], textures[label % len(textures)]
+    shape = SHAPES[rng.integers(len(SHAPES))]
     w, h = rng.integers(cfg.min_size, cfg.max_size + 1, size=2)
     x, y = np.arange(w, dtype=np.float32)[None, :], np.arange(h, dtype=np.float32)[:, None]
 
-    # Background: a random colour, a smooth ramp and pixel noise, so that flat regions carry no
-    # label information and the network must find the object.
-    bg = rng.uniform(0, 1, 3).astype(np.float32)
+    # Background: a random greyish colour (saturation <= 0.25, so it never looks like a class's
+    # colour family), a smooth ramp and pixel noise: flat regions carry no label information.
+    bg = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.25), rng.uniform(0.15, 0.95))
     ramp_angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(ramp_angle) * x + np.sin(ramp_angle) * y) * np.float32(rng.uniform(-0.25, 0.25) / max(w, h))
 
     # Object: random size, position and rotation; it fits in the image (corners reach 1.13 r).
     side = min(w, h)
-    r = rng.uniform(0.22, 0.36) * side
+    r = rng.uniform(0.28, 0.42) * side
     cx, cy = rng.uniform(1.15 * r, w - 1.15 * r), rng.uniform(1.15 * r, h - 1.15 * r)
     rot = np.deg2rad(rng.uniform(-30, 30))
     u = np.cos(rot) * (x - cx) + np.sin(rot) * (y - cy)
@@ -110,9 +121,9 @@ def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: Synt
     period = side * STRIPE_PERIOD * rng.uniform(0.9, 1.1)
     across = -np.sin(phi) * x + np.cos(phi) * y  # coordinate across the stripes (y for phi = 0)
     stripes = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi / period) * across + np.float32(rng.uniform(0, 2 * np.pi)))
-    fg = np.clip(1 - bg + rng.uniform(-0.2, 0.2, 3), 0, 1).astype(np.float32)  # contrasts with bg
-    contrast = rng.uniform(0.5, 0.8)
-    fg_alt = fg * (1 - contrast) if fg.mean() > 0.5 else fg + (1 - fg) * contrast
+    # Object colour: the class's hue (+-0.03), saturated; the second stripe colour is a darker shade.
+    fg = _hsv_to_rgb((hue + rng.uniform(-0.03, 0.03)) % 1.0, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
+    fg_alt = fg * np.float32(1 - rng.uniform(0.55, 0.8))
 
     # pixel = (1 - coverage) * (bg + ramp) + coverage * (fg + stripes * (fg_alt - fg)) + noise
     noise = rng.random((h, w), dtype=np.float32) * np.float32(0.1) - np.float32(0.05)  # std 0.03

@@ -222,3 +222,15 @@ def test_two_simulated_nodes_run_one_rank_each(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
                             timeout=400)
     assert "TWO_NODES_OK" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_suite_records_into_a_real_mlflow_server(local_ray, home, tmp_path, mlflow_server):
+    url, served = mlflow_server
+    path = write_suite(tmp_path, "served", grid={"method.name": ["parallel", "san"]})
+    outcome = run_suite(load_suite(path), RunOptions(tracking_uri=url, live_interval=60))
+    assert outcome.failed == {} and len(outcome.finished) == 2
+    client, runs = runs_of(url, "served")
+    assert sorted(r.data.tags["resolab.method"] for r in runs) == ["parallel", "san"]
+    assert all(r.info.status == "FINISHED" and "acc1/train24_test20" in r.data.metrics for r in runs)
+    assert len(list(Path(served).rglob("matrix.parquet"))) == 2  # artifacts went through the server

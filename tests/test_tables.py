@@ -224,14 +224,6 @@ def fill_store(client: MlflowClient) -> None:
         s.job(job_config(method), matrix_of(fixed_cells(TINY, TINY_TESTS, tiny_top1(offset))))
 
 
-@pytest.fixture(scope="session")
-def empty_db(tmp_path_factory) -> Path:
-    """A migrated, empty MLflow database; copying it saves the ~2 s schema migration per store."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def new_store(empty_db, tmp_path) -> str:
     shutil.copy(empty_db, tmp_path / "mlflow.db")
