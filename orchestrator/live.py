@@ -14,9 +14,13 @@ from ray.tune import Callback
 
 
 class LiveView(Callback):
-    def __init__(self, suite_name: str, epochs: dict[str, int], already_done: int = 0, interval: float = 10.0,
-                 stream=None):
+    def __init__(self, suite_name: str, epochs: dict[str, int], costs: dict[str, float] | None = None,
+                 already_done: int = 0, interval: float = 10.0, slots: int = 1, stream=None):
+        """``costs``: relative cost of each job (suite.estimated_cost), to scale the time of pending
+        jobs from the ones seen so far; ``slots``: how many jobs can run at once."""
         self.suite_name, self.epochs = suite_name, epochs
+        self.costs = costs or {name: 1.0 for name in epochs}
+        self.slots = max(1, slots)
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.interval = 1.0 if self.tty else interval
@@ -24,6 +28,7 @@ class LiveView(Callback):
         self.state = {name: "pending" for name in epochs}
         self.progress: dict[str, dict] = {}
         self.job_seconds: list[float] = []
+        self.rates: list[float] = []  # seconds per unit of cost of finished jobs
         self.already_done = already_done
         self._last_print, self._last_line = 0.0, ""
         self.max_running = 0
@@ -50,7 +55,10 @@ class LiveView(Callback):
             self.state[name] = "failed"
         elif result.get("done"):
             self.state[name] = "done"
-            self.job_seconds.append(time.monotonic() - self.progress.get(name, {}).get("started", self.start))
+            p = self.progress.get(name, {})
+            self.job_seconds.append(time.monotonic() - p.get("started", self.start))
+            if p.get("epoch_time"):
+                self.rates.append(self.epochs[name] * p["epoch_time"] / self.costs[name])
         else:
             self.progress.setdefault(name, {"started": time.monotonic()}).update(
                 epoch=int(result.get("epoch", 0)), img_per_s=result.get("img_per_s", 0.0),
@@ -89,16 +97,17 @@ class LiveView(Callback):
         return " | ".join(parts)
 
     def eta(self, counts) -> float | None:
-        """Remaining epochs of running jobs at their last epoch time, plus pending jobs at the mean job time."""
+        """Remaining epochs of running jobs at their last epoch time, plus pending jobs at the seconds per
+        unit of cost seen so far, shared over the slots."""
         running = [(n, self.progress.get(n, {})) for n, s in self.state.items() if s == "running"]
-        known = [p for _, p in running if p.get("epoch_time")]
-        if not known and not self.job_seconds:
+        timed = [(n, p) for n, p in running if p.get("epoch_time")]
+        rates = self.rates + [self.epochs[n] * p["epoch_time"] / self.costs[n] for n, p in timed]
+        if not rates:
             return None
-        remaining = sum((self.epochs[n] - p["epoch"] - 1) * p["epoch_time"] for n, p in running if p.get("epoch_time"))
-        per_job = (sum(self.job_seconds) / len(self.job_seconds) if self.job_seconds
-                   else sum(self.epochs[n] * p["epoch_time"] for n, p in running if p.get("epoch_time")) / max(1, len(known)))
-        parallel = max(1, counts["running"])
-        return (remaining + counts["pending"] * per_job) / parallel
+        remaining = sum((self.epochs[n] - p["epoch"] - 1) * p["epoch_time"] for n, p in timed)
+        rate = sum(rates) / len(rates)
+        pending = sum(self.costs[n] for n, s in self.state.items() if s == "pending") * rate
+        return (remaining + pending) / self.slots
 
     def _show(self, force: bool = False) -> None:
         now = time.monotonic()

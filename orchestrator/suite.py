@@ -132,7 +132,9 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash} for j in todo}
     by_name = {j.name: j for j in todo}
     sink = MlflowSink(tracking.client, run_ids)
-    live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo}, already_done=len(done),
+    slots = max_concurrency(todo, ray.cluster_resources())
+    live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo},
+                    {j.name: estimated_cost(j) for j in todo}, already_done=len(done), slots=slots,
                     interval=options.live_interval, stream=stream)
     trainable = tune.with_resources(
         tune.with_parameters(job_trial, jobs=jobs, storage=storage, suite=suite.name, env=forwarded_env()),
@@ -140,7 +142,7 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     tuner = tune.Tuner(
         trainable,
         param_space={"job": tune.grid_search([j.name for j in todo])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrency(todo, ray.cluster_resources()),
+        tune_config=tune.TuneConfig(max_concurrent_trials=slots,
                                     reuse_actors=False),
         run_config=tune.RunConfig(
             name=f"{suite.name}-{tracking.parent_id[:8]}", storage_path=storage, verbose=0,

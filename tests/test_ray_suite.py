@@ -234,3 +234,20 @@ def test_suite_records_into_a_real_mlflow_server(local_ray, home, tmp_path, mlfl
     assert sorted(r.data.tags["resolab.method"] for r in runs) == ["parallel", "san"]
     assert all(r.info.status == "FINISHED" and "acc1/train24_test20" in r.data.metrics for r in runs)
     assert len(list(Path(served).rglob("matrix.parquet"))) == 2  # artifacts went through the server
+
+
+@pytest.mark.slow
+def test_quickstart_smoke_runs_for_real_and_make_tables_prints_it(local_ray, home, tmp_path, capsys):
+    """The README's main job at its smoke setting, end to end: Ray, MLflow, then the tables."""
+    from analysis.make_tables import main as make_tables
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert cli_main(["run", str(REPO / "experiments" / "quickstart.yaml"), "--smoke", "--tracking-uri", uri]) == 0
+    client, runs = runs_of(uri, "quickstart")
+    suite = load_suite(REPO / "experiments" / "quickstart.yaml", smoke=True)
+    assert len(runs) == len(suite.jobs) and all(r.info.status == "FINISHED" for r in runs)
+    capsys.readouterr()
+    assert make_tables(["quickstart", "--tracking-uri", uri, "--no-log"]) == 0
+    table = capsys.readouterr().out
+    assert "I-Nets (base)" in table and "RS-Net" in table and "SAN" in table
+    assert "—" not in table.split("**resnet_tiny — I-Nets")[0]  # every cell of the main table is filled
