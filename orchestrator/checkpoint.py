@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def save(directory: Path, payload: dict) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, directory / CHECKPOINT_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return directory / CHECKPOINT_FILE
+
+
+def copy(source_dir: Path, directory: Path) -> Path:
+    """Copy a written checkpoint file into ``directory`` atomically (bytes only: no re-serialising)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(Path(source_dir) / CHECKPOINT_FILE, tmp)
         os.replace(tmp, directory / CHECKPOINT_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

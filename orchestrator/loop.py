@@ -3,7 +3,7 @@ knows which method it runs.
 
 Where the loop runs (this process, or a Ray Train worker inside a DDP group) is a ``Runtime``: it
 says which rank this is, wraps the model for DDP, hands back a checkpoint to resume from, and takes
-each epoch's metrics and checkpoint. ``LocalRuntime`` is the single-process one used by
+each epoch's metrics and checkpoint. ``Runtime`` itself is the single-process one used by
 ``resolab train``; ``orchestrator.ray_job`` provides the Ray Train one.
 """
 from __future__ import annotations
@@ -54,13 +54,10 @@ class Runtime:
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         if checkpoint_dir is not None and self.out_dir is not None:
-            payload = torch.load(checkpoint_dir / ckpt.CHECKPOINT_FILE, weights_only=True)
-            ckpt.save(self.out_dir / "checkpoint", payload)
+            ckpt.copy(checkpoint_dir, self.out_dir / "checkpoint")
         shown = {k: v for k, v in metrics.items() if k.startswith(("loss/", "acc1/", "lr", "img_per_s"))}
         self.log(f"epoch {metrics['epoch']}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
-
-LocalRuntime = Runtime
 
 
 @dataclass

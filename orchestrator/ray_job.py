@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 
 from backbones.complexity import count_madds
 from orchestrator import checkpoint as ckpt
@@ -60,8 +59,7 @@ class _RayRuntime(Runtime):
     def keep(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         """Copy rank 0's checkpoint to the stable directory; then the fault-injection point."""
         if checkpoint_dir is not None:
-            payload = torch.load(checkpoint_dir / ckpt.CHECKPOINT_FILE, weights_only=True)
-            ckpt.save(self.stable_dir, payload)
+            ckpt.copy(checkpoint_dir, self.stable_dir)
         self.maybe_crash(int(metrics["epoch"]) + 1)
 
     def maybe_crash(self, next_epoch: int) -> None:
