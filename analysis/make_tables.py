@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from analysis import tables
+    from analysis.table_model import Table
 
 if __name__ == "__main__" and __package__ in (None, ""):
     # Run as a script: import the project packages from the repository root, not from analysis/.
@@ -36,19 +36,19 @@ from orchestrator.tracking import PROJECT_ROOT, resolve_tracking_uri
 
 JOB_FILTER = "tags.`resolab.kind` = 'job'"
 QUICKSTART_COMMAND = "resolab run experiments/quickstart.yaml"
-FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}  # --format -> file extension (tables.RENDERERS)
+FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}  # --format -> file extension (table_render.RENDERERS)
 
 
 @dataclass(frozen=True)
 class TableSpec:
     name: str
     suites: tuple[str, ...]  # MLflow experiments it reads, in order of preference
-    builder: str  # function of analysis.tables: (runs frame, commands, digits=...) -> Table
+    builder: str  # key of analysis.tables.BUILDERS: (runs frame, commands, digits=...) -> Table
     about: str
 
     def build(self, *args, **kwargs):
-        from analysis import tables
-        return getattr(tables, self.builder)(*args, **kwargs)
+        from analysis.tables import BUILDERS
+        return BUILDERS[self.builder](*args, **kwargs)
 
 
 TABLES = {spec.name: spec for spec in [
@@ -164,22 +164,22 @@ def parent_run_id(client: MlflowClient, suite: str) -> str:
     return run.info.run_id
 
 
-def write_table_files(table: tables.Table, folder: Path, formats=("md", "latex", "csv")) -> list[Path]:
+def write_table_files(table: Table, folder: Path, formats=("md", "latex", "csv")) -> list[Path]:
     """The table in each format plus its figures as PNG (``<table>_<figure>.png``)."""
-    from analysis import plots, tables
+    from analysis import plots, table_render
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         path = folder / f"{table.name}.{FORMATS[fmt]}"
-        path.write_text(tables.render(table, fmt))
+        path.write_text(table_render.render(table, fmt))
         written.append(path)
     for name, make_figure in table.all_figures().items():
         written.append(plots.save(make_figure(), folder / f"{table.name}_{name}.png"))
     return written
 
 
-def log_table(client: MlflowClient, suite: str, table: tables.Table) -> str:
+def log_table(client: MlflowClient, suite: str, table: Table) -> str:
     run_id = parent_run_id(client, suite)
     with tempfile.TemporaryDirectory() as tmp:
         write_table_files(table, Path(tmp))
@@ -286,16 +286,16 @@ def _build(spec: TableSpec, frames: list, commands: list[str], digits: int | Non
 
 
 def _emit(table, fmt: str, header: bool) -> None:
-    from analysis import tables
+    from analysis import table_render
 
     if fmt == "csv":  # keep stdout one valid CSV; the lines under the table go to stderr
-        sys.stdout.write(tables.to_csv(table, header=header))
+        sys.stdout.write(table_render.to_csv(table, header=header))
         for line in table.notes:
             _say(f"{table.name}: {line}")
         return
     if not header:
         print()
-    sys.stdout.write(tables.render(table, fmt))
+    sys.stdout.write(table_render.render(table, fmt))
 
 
 if __name__ == "__main__":

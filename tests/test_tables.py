@@ -21,7 +21,7 @@ import pytest
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from analysis import make_tables, tables
+from analysis import make_tables, table_model, table_render
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
 from analysis.plots import format_madds
 from analysis.report import log_matrix_metrics
@@ -255,11 +255,11 @@ def table_md(capsys, uri, name, *extra) -> str:
 
 
 def test_stat_mean_and_sample_std():
-    assert tables.Stat((70.0,)).text(1) == "70.0"
-    two = tables.Stat((70.0, 71.0))
+    assert table_model.Stat((70.0,)).text(1) == "70.0"
+    two = table_model.Stat((70.0, 71.0))
     assert (two.mean, round(two.std, 6)) == (70.5, 0.707107)  # sample std: sqrt(0.5)
     assert two.text(1) == "70.5 ± 0.7"
-    assert tables.Stat((72.0, 72.5, 73.0)).text(2) == "72.50 ± 0.50"
+    assert table_model.Stat((72.0, 72.5, 73.0)).text(2) == "72.50 ± 0.50"
 
 
 def test_proxy_row_ties_go_to_the_larger():
@@ -316,7 +316,7 @@ def test_san_table1_marks_proxy_cells(capsys, store_uri):
     assert "| 16 | 52.00 | 56.00 | 58.00 | 60.00 | 62.00 | **64.00** |" in out
     # I-Nets: 5 points lower, never marked
     assert "| 32 | 59.00 | 63.00 | 61.00 | 59.00 | 57.00 | 55.00 |" in out
-    assert tables.PROXY_LEGEND in out
+    assert table_model.PROXY_LEGEND in out
     assert "missing" not in out
 
 
@@ -417,11 +417,11 @@ def test_every_table_renders_in_every_format(capsys, store_uri, fmt):
         code, out, err = run_cli(capsys, name, "--tracking-uri", store_uri, "--no-log", "--format", fmt)
         assert code == 0, (name, err)
         if fmt == "latex":
-            assert r"\begin{tabular}" in out and tables.latex_escape(number) in out, name
+            assert r"\begin{tabular}" in out and table_render.latex_escape(number) in out, name
             assert "—" not in out and "±" not in out  # escaped for LaTeX
         elif fmt == "csv":
             frame = pd.read_csv(io.StringIO(out), dtype=str)
-            assert list(frame.columns) == tables.CSV_HEADER
+            assert list(frame.columns) == table_render.CSV_HEADER
             assert frame["value"].str.contains(number, regex=False).any(), name
         else:
             assert number in out, name

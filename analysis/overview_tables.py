@@ -1,0 +1,82 @@
+"""Tables that draw on both papers: Fig. 1 (SAN's accuracy across test resolutions, RS-Nets' top-1 vs
+MAdds) and the quickstart overview."""
+from __future__ import annotations
+
+import functools
+
+from analysis import plots
+from analysis.model_size import describe_run, madds_text
+from analysis.report import FIXED_MODE
+from analysis.rsnets_tables import table2_panel
+from analysis.runs import backbones, inet_resolutions, inet_row, test_columns, training_resolutions, value
+from analysis.san_tables import san_vs_inets_panels
+from analysis.table_builder import (PARALLEL, RSNET, SAN, Context, Points, finish_table, first_run, new_table,
+                                    resolution_label)
+from analysis.table_model import Cell, Panel, Table
+
+
+def fig1(runs, commands=(), digits=1) -> Table:
+    """Both Fig. 1s: SAN vs I-Nets accuracy across test resolutions, and top-1 vs MAdds."""
+    table, ctx = new_table("fig1", "Fig. 1: accuracy vs test resolution (SAN) and top-1 vs MAdds (RS-Nets)",
+                           runs, commands, digits)
+    for backbone in backbones(ctx.runs):
+        panel = _fig1_panel(ctx, table, backbone)
+        table.panels += [panel] if panel else []
+    return finish_table(table, ctx)
+
+
+def _fig1_panel(ctx: Context, table: Table, backbone: str) -> Panel | None:
+    inets = ctx.inet_set(backbone)
+    models = [("Parallel", ctx.pick(PARALLEL, backbone)), ("RS-Net", ctx.pick(RSNET, backbone)),
+              ("SAN", ctx.pick(SAN, backbone))]
+    if inets is None and all(g is None for _, g in models):
+        return None
+    for label, group in [("I-Nets", inets), *models]:
+        if group is None:
+            ctx.notes.missing(f"{label} {backbone}")
+    train = sorted(set(training_resolutions(*(g for _, g in models))) | set(inet_resolutions(inets)), reverse=True)
+    madds = describe_run(first_run(inets, *(g for _, g in models)), ctx.notes, "individual", train)["madds"]
+    columns = [("I-Nets", None)] + models
+    rows, madds_curves = [], {label: Points(label) for label, _ in columns}
+    for r in train:
+        cells = [Cell(resolution_label(r)), Cell(madds_text(madds, r))]
+        for label, group in columns:
+            stat = ctx.stat(inet_row(inets, r) if label == "I-Nets" else group, FIXED_MODE, r, r)
+            cells.append(Cell(ctx.text(stat)))
+            if str(r) in madds:
+                madds_curves[label].add(madds[str(r)], stat)
+        rows.append(cells)
+    right = [c.curve(dashed=c.label == "I-Nets") for c in madds_curves.values() if c.x]
+    left = _resolution_curves(ctx, dict(models)["SAN"], inets, train)
+    table.figures[f"fig1_{backbone}"] = functools.partial(plots.fig1, left, right, f"Fig. 1 — {backbone}")
+    return Panel(f"{backbone} — top-1 % at the training resolutions (points of the MAdds plot)",
+                 ["Resolution", "MAdds", *(l for l, _ in columns)], rows)
+
+
+def _resolution_curves(ctx: Context, san, inets, train: list[int]) -> list[plots.Curve]:
+    """SAN Fig. 1: one curve per training row, SAN solid and I-Nets dashed in the same colour."""
+    curves = []
+    for r in train:
+        for label, group, dashed in ((f"SAN {r}", san, False), (f"I-{r}", inet_row(inets, r), True)):
+            line = Points(label)
+            for t in sorted(test_columns(group)):
+                line.add(t, value(group, FIXED_MODE, r, t))
+            if line.x:
+                curves.append(line.curve(dashed=dashed, color_key=r, highlight_x=[r]))
+    return curves
+
+
+def quickstart(runs, commands=(), digits=1) -> Table:
+    """What a new user sees after the quickstart: RS-Nets Table 2 with a SAN column, then the
+    SAN Table 1 matrices of the I-Nets and of SAN."""
+    table, ctx = new_table("quickstart", "Quickstart: I-Nets vs Parallel, RS-Net and SAN (RS-Nets Table 2 layout), "
+                           "then the train x test matrices (SAN Table 1 layout)", runs, commands, digits)
+    for backbone in backbones(ctx.runs):
+        panel = table2_panel(ctx, backbone, with_san=True)
+        if panel is None:
+            continue
+        table.panels.append(panel)
+        matrix_ctx = Context(ctx.runs, ctx.notes, max(digits, 2))
+        table.panels += san_vs_inets_panels(matrix_ctx, backbone)
+        _fig1_panel(ctx, table, backbone)  # for its figure only
+    return finish_table(table, ctx, proxy_legend=True)
