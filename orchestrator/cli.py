@@ -63,9 +63,11 @@ def _run(args) -> int:
     if args.dry_run:
         print(suite.table())
         return 0
-    options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage)
+    options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
+                         reuse=not args.no_reuse)
     outcome = run_suite(suite, options)
     print(f"finished {len(outcome.finished)}, skipped (already finished) {len(outcome.skipped)}, "
+          f"copied from other suites {len(outcome.reused)}, "
           f"failed {len(outcome.failed)}")
     if outcome.overhead_line():
         print(outcome.overhead_line())
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_arguments(p)
     p.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="print the job table and exit")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every job, even one whose config already finished in another suite "
+                        "(by default that run is copied into this suite)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="jobs done / running / failed / pending of a suite")

@@ -86,10 +86,11 @@ BUILTIN_SMOKE: dict[str, object] = {
     "resources.gpus_per_worker": 0,
 }
 
-# Fields that change how fast a job runs, not what it computes; a job that differs only in these
-# is the same job (same checkpoint, not trained twice).
-# Fields that do not change what a job computes: where it runs, how data is read, its label.
-_NOT_HASHED = (("resources",), ("data", "loader_workers"), ("data", "root"), ("tag",))
+# Fields that do not change what a job computes: where it runs, how data is read, its label. A job
+# that differs only in these is the same job (same checkpoint, not trained twice, reused across suites).
+# data.root joins them for the synthetic dataset only, whose content its own settings define; an
+# ImageFolder root names the data itself.
+_NOT_HASHED = (("resources",), ("data", "loader_workers"), ("tag",))
 # Method switches that a method reads; the others are inert for it and must not split hashes.
 _METHOD_FIELDS = {
     "individual": ("name",),
@@ -149,6 +150,8 @@ def config_hash(cfg: JobConfig) -> str:
         for part in path[:-1]:
             node = node[part]
         node.pop(path[-1], None)
+    if cfg.data.dataset == "synthetic":
+        d["data"].pop("root")
     d["method"] = {k: v for k, v in d["method"].items() if k in _METHOD_FIELDS.get(cfg.method.name, d["method"])}
     if cfg.model.backbone != "resnet_tiny":
         d["model"].pop("width")

@@ -46,6 +46,10 @@ class Runtime:
     def wrap(self, net: nn.Module) -> nn.Module:
         return net
 
+    def any_rank(self, flag: bool) -> bool:
+        """True if ``flag`` is true on any rank (a collective under DDP, so that every rank stops together)."""
+        return flag
+
     def restore(self) -> Path | None:
         """A directory holding checkpoint.pt to resume from, or None to start fresh."""
         if self.out_dir and (self.out_dir / "checkpoint" / ckpt.CHECKPOINT_FILE).exists():
@@ -66,6 +70,7 @@ class TrainedJob:
     method: Method
     num_classes: int
     history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0  # where this invocation began: 0 = fresh, e + 1 = resumed after epoch e
 
 
 def seed_everything(seed: int) -> None:
@@ -89,12 +94,14 @@ def autocast_for(cfg: JobConfig, device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def check_finite(loss: torch.Tensor, terms: dict, cfg: JobConfig, epoch: int, step: int) -> None:
+def check_finite(loss: torch.Tensor, terms: dict, cfg: JobConfig, epoch: int, step: int, runtime: Runtime) -> None:
     value = loss.item()
-    if not math.isfinite(value) or value > cfg.train.divergence_threshold:
+    bad_here = not math.isfinite(value) or value > cfg.train.divergence_threshold
+    if runtime.any_rank(bad_here):
         parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        where = "" if bad_here else f"on another rank (rank {runtime.rank} had total={value:.4g}); "
         raise TrainingDiverged(
-            f"loss diverged at epoch {epoch} step {step}: total={value:.4g} ({parts}); threshold "
+            f"loss diverged at epoch {epoch} step {step}: {where}total={value:.4g} ({parts}); threshold "
             f"train.divergence_threshold={cfg.train.divergence_threshold:g}. Lower train.lr, add "
             "train.warmup_epochs, or check the data.")
 
@@ -175,7 +182,7 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
             labels = labels.to(device, non_blocking=True)
             with autocast_for(cfg, device):
                 out = method.loss(net, model(xs), labels)
-            check_finite(out.total, out.terms, cfg, epoch, step)
+            check_finite(out.total, out.terms, cfg, epoch, step, runtime)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.total).backward()
             scaler.step(optimizer)
@@ -205,7 +212,7 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
                     "config": cfg.to_dict(), "config_hash": job_hash, "method": cfg.method.name,
                     "history": history})
             runtime.report(metrics, checkpoint_dir)
-    return TrainedJob(net=net, method=method, num_classes=num_classes, history=history)
+    return TrainedJob(net=net, method=method, num_classes=num_classes, history=history, start_epoch=start_epoch)
 
 
 def calibration_batches_for(cfg: JobConfig, device: torch.device):

@@ -18,7 +18,9 @@ from ray.tune import Callback
 from analysis.matrix import Matrix
 from analysis.report import log_matrix
 from orchestrator.config import flatten
-from orchestrator.tracking import code_version, job_tags, param_value, store_creation_lock
+from orchestrator.reuse import copy_run, finished_runs_by_hash
+from orchestrator.tracking import (HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags, param_value,
+                                   store_creation_lock)
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets its own level on import
 
@@ -69,35 +71,44 @@ class SuiteTracking:
         self.parent_id = self.client.create_run(
             self.experiment_id, run_name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"resolab.kind": "suite", "resolab.suite": suite.name, "resolab.command": command,
-                  "resolab.code_version": code_version()}).info.run_id
+                  "resolab.code_version": code_version(), HEARTBEAT_TAG: str(time.time())}).info.run_id
 
     def job_runs(self) -> list:
         return self.client.search_runs([self.experiment_id], "tags.`resolab.kind` = 'job'", max_results=50000)
 
-    def prepare(self, jobs) -> tuple[list, dict[str, str]]:
-        """Split jobs into (already finished, {name: run id to record into}) — reusing an unfinished
-        run of the same config hash from an earlier invocation, so a rerun creates no duplicates."""
+    def prepare(self, jobs, reuse: bool = True) -> tuple[list, list, dict[str, str]]:
+        """Split jobs into (already finished here, copied from another suite's finished run, {name: run id
+        to record into}). An unfinished run of the same config hash from an earlier invocation is reused,
+        so a rerun creates no duplicates."""
         runs = self.job_runs()
         finished = {r.data.tags.get("resolab.config_hash") for r in runs if r.info.status == "FINISHED"}
         unfinished: dict[str, str] = {}
         for r in sorted(runs, key=lambda r: r.info.start_time or 0):
             if r.info.status != "FINISHED":
                 unfinished[r.data.tags.get("resolab.config_hash")] = r.info.run_id
-        done, run_ids = [], {}
+        elsewhere = finished_runs_by_hash(self.client, self.experiment_id) if reuse else {}
+        done, copied, run_ids = [], [], {}
         for job in jobs:
             if job.hash in finished:
                 done.append(job)
+            elif job.hash in elsewhere:
+                if job.hash in unfinished:  # superseded by the copy
+                    self.client.set_terminated(unfinished[job.hash], status="KILLED")
+                copy_run(self.client, elsewhere[job.hash], self.experiment_id, self._child_tags(job))
+                copied.append(job)
             elif job.hash in unfinished:
                 run_ids[job.name] = unfinished[job.hash]
                 self.client.set_tag(run_ids[job.name], "mlflow.parentRunId", self.parent_id)
                 self.client.update_run(run_ids[job.name], status="SCHEDULED")
             else:
                 run_ids[job.name] = self._new_child(job)
-        return done, run_ids
+        return done, copied, run_ids
+
+    def _child_tags(self, job) -> dict[str, str]:
+        return {**job_tags(self.suite.name, job, code_version()), "mlflow.parentRunId": self.parent_id}
 
     def _new_child(self, job) -> str:
-        tags = {**job_tags(self.suite.name, job, code_version()), "mlflow.parentRunId": self.parent_id}
-        run_id = self.client.create_run(self.experiment_id, run_name=job.name, tags=tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=job.name, tags=self._child_tags(job)).info.run_id
         self.client.update_run(run_id, status="SCHEDULED")
         params = [mlflow.entities.Param(k, param_value(v)) for k, v in flatten(job.config).items()]
         for i in range(0, len(params), 100):
@@ -111,11 +122,17 @@ class SuiteTracking:
 class MlflowSink(Callback):
     """Per-epoch metrics, the final matrix and the job's status, from trial reports to the child runs."""
 
-    def __init__(self, client: MlflowClient, run_ids: dict[str, str]):
-        self.client, self.run_ids = client, run_ids
+    def __init__(self, client: MlflowClient, run_ids: dict[str, str], parent_id: str):
+        self.client, self.run_ids, self.parent_id = client, run_ids, parent_id
+        self.last_heartbeat = time.monotonic()
         self.failures: dict[str, str] = {}
         self.finished: set[str] = set()
         self.busy_seconds = 0.0  # time jobs spent in training epochs and matrix evaluation
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self.last_heartbeat >= HEARTBEAT_EVERY_S:
+            self.client.set_tag(self.parent_id, HEARTBEAT_TAG, str(time.time()))
+            self.last_heartbeat = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.client.update_run(self.run_ids[trial.config["job"]], status="RUNNING")
@@ -130,6 +147,8 @@ class MlflowSink(Callback):
             if result.get("matrix") is not None:
                 madds = {int(k): v for k, v in (result.get("madds") or {}).items()}
                 self.client.log_metric(run_id, "num_classes", float(result["num_classes"]))
+                # Visible even when a resumed job had no epochs left to run (killed during its matrix).
+                self.client.log_metric(run_id, "resumed_at_epoch", float(result.get("start_epoch", 0)))
                 log_matrix(self.client, run_id, Matrix(pd.DataFrame(result["matrix"])), madds=madds or None,
                            title=name)
                 self.client.set_terminated(run_id, status="FINISHED")

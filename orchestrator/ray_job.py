@@ -24,7 +24,7 @@ from backbones.complexity import count_madds
 from orchestrator import checkpoint as ckpt
 from orchestrator.checkpoint import CheckpointMismatch
 from orchestrator.config import job_from_dict
-from orchestrator.data import DatasetError
+from orchestrator.data import CorruptImageError, DatasetError
 from orchestrator.job import run_job
 from orchestrator.loop import Runtime, TrainingDiverged
 from orchestrator.schema import ConfigError
@@ -105,6 +105,13 @@ class TrainRuntime(_RayRuntime):
         import ray.train.torch
         return ray.train.torch.prepare_model(net, move_to_device=False, parallel_strategy="ddp")
 
+    def any_rank(self, flag: bool) -> bool:
+        import torch
+        import torch.distributed as dist
+        flags = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags.item())
+
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         import ray.train
         self.keep(metrics, checkpoint_dir)
@@ -121,7 +128,7 @@ def _final_report(cfg, result, report) -> None:
         net = result.trained.net
         madds = {str(t): count_madds(net, t) for t in cfg.test_resolutions()}
     report({"done": True, "matrix": matrix, "madds": madds, "eval_time_s": result.eval_time_s,
-            "num_classes": result.trained.num_classes})
+            "num_classes": result.trained.num_classes, "start_epoch": result.trained.start_epoch})
 
 
 # Errors that a retry cannot fix: the job fails at once with its reason instead of being retried.
@@ -130,10 +137,18 @@ DETERMINISTIC_ERRORS = (TrainingDiverged, CheckpointMismatch, DatasetError, Conf
 
 def train_worker(config: dict) -> None:
     """Ray Train's per-worker function for a multi-worker job."""
+    import ray.train
     cfg = job_from_dict(config["job"])
     runtime = TrainRuntime(Path(config["stable_dir"]))
-    result = run_job(cfg, runtime, config["hash"])
-    import ray.train
+    try:
+        result = run_job(cfg, runtime, config["hash"])
+    except DETERMINISTIC_ERRORS as exc:
+        if isinstance(exc, CorruptImageError):
+            raise  # one rank's shard: the others are inside a collective and cannot report with it
+        # Every rank gets here alike (set-up errors, or the collective divergence check), so all of
+        # them report and return, and Ray Train does not spend max_failures restarts on a hopeless job.
+        ray.train.report({"done": True, "failed": f"{type(exc).__name__}: {exc}"})
+        return
     _final_report(cfg, result, ray.train.report)
 
 

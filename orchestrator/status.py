@@ -1,19 +1,24 @@
 """``resolab status``: where each job of a suite stands, from MLflow and the job checkpoints."""
 from __future__ import annotations
 
+import time
+
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator import checkpoint as ckpt
 from orchestrator.ray_job import job_dir
+from orchestrator.reuse import REUSED_FROM_TAG
 from orchestrator.suite import default_storage
-from orchestrator.tracking import resolve_tracking_uri, store_creation_lock
+from orchestrator.tracking import DRIVER_GONE_AFTER_S, HEARTBEAT_TAG, resolve_tracking_uri, store_creation_lock
 
 STATE_OF_RUN = {"FINISHED": "done", "RUNNING": "running", "SCHEDULED": "pending", "FAILED": "failed",
                 "KILLED": "failed"}
 
 
-def job_states(suite, tracking_uri: str | None = None) -> dict[str, tuple[str, str]]:
-    """job name -> (state, detail); the newest run of the job's config hash decides."""
+def job_states(suite, tracking_uri: str | None = None, now: float | None = None) -> dict[str, tuple[str, str]]:
+    """job name -> (state, detail): done if the job's config hash has a FINISHED run, else its newest run
+    decides; a running or pending run whose suite driver went silent is "interrupted"."""
     uri = resolve_tracking_uri(tracking_uri)
     with store_creation_lock(uri):
         client = MlflowClient(uri)
@@ -21,17 +26,41 @@ def job_states(suite, tracking_uri: str | None = None) -> dict[str, tuple[str, s
     runs = client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'",
                               max_results=50000) if experiment else []
     newest = {}
-    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+    for run in sorted(runs, key=lambda r: (r.info.status == "FINISHED", r.info.start_time or 0)):
         newest[run.data.tags.get("resolab.config_hash")] = run
+    drivers: dict[str, str | None] = {}  # parent run id -> why its driver is gone, or None if alive
     states = {}
     for job in suite.jobs:
         run = newest.get(job.hash)
         if run is None:
             states[job.name] = ("pending", "")
-        else:
-            states[job.name] = (STATE_OF_RUN.get(run.info.status, run.info.status.lower()),
-                                run.data.tags.get("resolab.error", ""))
+            continue
+        state = STATE_OF_RUN.get(run.info.status, run.info.status.lower())
+        detail = run.data.tags.get("resolab.error", "")
+        if state in ("running", "pending"):
+            parent = run.data.tags.get("mlflow.parentRunId", "")
+            if parent not in drivers:
+                drivers[parent] = driver_gone(client, parent, time.time() if now is None else now)
+            if drivers[parent]:
+                state, detail = "interrupted", f"{drivers[parent]}; run the same `resolab run` again to resume"
+        elif state == "done" and run.data.tags.get(REUSED_FROM_TAG):
+            detail = f"copied from run {run.data.tags[REUSED_FROM_TAG]}"
+        states[job.name] = (state, detail)
     return states
+
+
+def driver_gone(client: MlflowClient, parent_id: str, now: float) -> str | None:
+    """Why the suite driver of ``parent_id`` no longer runs, or None while it does."""
+    try:
+        parent = client.get_run(parent_id)
+    except MlflowException:
+        return "its suite run is gone"
+    if parent.info.status != "RUNNING":
+        return f"its suite run ended {parent.info.status}"
+    silent = now - float(parent.data.tags.get(HEARTBEAT_TAG, 0.0))
+    if silent > DRIVER_GONE_AFTER_S:
+        return f"its driver has been silent for {silent / 60:.0f} min"
+    return None
 
 
 def suite_status(suite, tracking_uri: str | None = None, storage: str | None = None) -> str:
@@ -44,8 +73,9 @@ def suite_status(suite, tracking_uri: str | None = None, storage: str | None = N
         if state != "done" and path.exists():
             epoch = int(torch.load(path, weights_only=True)["epoch"])
             detail = f"checkpoint after epoch {epoch + 1}/{job.config.train.epochs}" + (f"; {detail}" if detail else "")
-        lines.append(f"  {state:<8} {job.name}" + (f"  ({detail})" if detail else ""))
-    counts = {s: sum(1 for st, _ in states.values() if st == s) for s in ("done", "running", "failed", "pending")}
+        lines.append(f"  {state:<11} {job.name}" + (f"  ({detail})" if detail else ""))
+    counts = {s: sum(1 for st, _ in states.values() if st == s)
+              for s in ("done", "running", "interrupted", "failed", "pending")}
     head = (f"{suite.name}: done {counts['done']}/{len(suite.jobs)}  running {counts['running']}  "
-            f"failed {counts['failed']}  pending {counts['pending']}")
+            f"interrupted {counts['interrupted']}  failed {counts['failed']}  pending {counts['pending']}")
     return "\n".join([head, *lines])

@@ -1,7 +1,7 @@
 """``resolab run``: a suite as a Ray Tune grid, one trial per job, recorded in MLflow.
 
 Order of work: validate every job (``load_suite``) → check the tracking store → skip jobs whose config
-hash already has a FINISHED run → start (or join) Ray → one Tune trial per remaining job, packed by
+hash already has a FINISHED run, copy those finished in another suite (``orchestrator.reuse``) → start (or join) Ray → one Tune trial per remaining job, packed by
 the resources each job asks for → the driver records every report in MLflow.
 """
 from __future__ import annotations
@@ -33,12 +33,14 @@ class RunOptions:
     tracking_uri: str | None = None
     storage: str | None = None  # checkpoints; must be shared storage on a multi-node cluster
     live_interval: float = 10.0
+    reuse: bool = True  # copy finished runs of the same config hash from other suites instead of training
 
 
 @dataclass
 class SuiteOutcome:
     finished: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished in an earlier invocation of this suite
+    reused: list[str] = field(default_factory=list)  # copied from another suite's finished run
     failed: dict[str, str] = field(default_factory=dict)
     max_running: int = 0  # most jobs seen running at once
     wall_s: float = 0.0  # from Ray start-up to the end of the last job
@@ -115,12 +117,12 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     uri = resolve_tracking_uri(options.tracking_uri)
     check_tracking(uri)  # before anything trains
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
-    done, run_ids = tracking.prepare(suite.jobs)
-    outcome = SuiteOutcome(skipped=[j.name for j in done])
+    done, copied, run_ids = tracking.prepare(suite.jobs, reuse=options.reuse)
+    outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
     # Longest jobs first: the short ones then fill the gaps at the end instead of leaving workers idle.
     todo = sorted((j for j in suite.jobs if j.name in run_ids), key=estimated_cost, reverse=True)
-    print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(todo)} to run; "
-          f"tracking {uri}", file=stream)
+    print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied from "
+          f"other suites' finished runs, {len(todo)} to run; tracking {uri}", file=stream)
     if not todo:
         tracking.finish_suite(failed=False)
         return outcome
@@ -131,10 +133,10 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     storage = options.storage or default_storage()
     jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash} for j in todo}
     by_name = {j.name: j for j in todo}
-    sink = MlflowSink(tracking.client, run_ids)
+    sink = MlflowSink(tracking.client, run_ids, tracking.parent_id)
     slots = max_concurrency(todo, ray.cluster_resources())
     live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo},
-                    {j.name: estimated_cost(j) for j in todo}, already_done=len(done), slots=slots,
+                    {j.name: estimated_cost(j) for j in todo}, already_done=len(done) + len(copied), slots=slots,
                     interval=options.live_interval, stream=stream)
     trainable = tune.with_resources(
         tune.with_parameters(job_trial, jobs=jobs, storage=storage, suite=suite.name, env=forwarded_env()),

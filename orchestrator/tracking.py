@@ -20,6 +20,11 @@ import subprocess
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The suite driver stamps its parent run with the time every HEARTBEAT_EVERY_S while it runs; a job
+# whose driver has been silent for DRIVER_GONE_AFTER_S was interrupted (the driver was killed).
+HEARTBEAT_TAG = "resolab.driver_heartbeat"
+HEARTBEAT_EVERY_S = 30.0
+DRIVER_GONE_AFTER_S = 120.0
 JOB_TAGS = ("resolab.kind", "resolab.suite", "resolab.job", "resolab.group", "resolab.method", "resolab.backbone",
             "resolab.config_hash", "resolab.code_version", "resolab.train_resolutions", "resolab.seed", "resolab.tag")
 

@@ -353,6 +353,12 @@ def test_hash_ignores_resources_and_loader_workers_only():
     assert config_hash(job_from_dict({"resources": {"workers": 4, "gpus_per_worker": 0.5}})) == base
     assert config_hash(job_from_dict({"data": {"loader_workers": 8}})) == base
     assert config_hash(job_from_dict({"train": {"lr": 0.05}})) != base
+    # The synthetic data's content is its settings, wherever it is written; an ImageFolder root is the data.
+    assert config_hash(job_from_dict({"data": {"root": "/elsewhere"}})) == base
+    assert config_hash(job_from_dict({"data": {"synthetic": {"seed": 7}}})) != base
+    imagenet = {"dataset": "imagefolder", "root": "/data/imagenet"}
+    assert config_hash(job_from_dict({"data": imagenet})) != \
+        config_hash(job_from_dict({"data": {**imagenet, "root": "/data/imagenet-100"}}))
 
 
 def test_job_names_are_unique_readable_and_filesystem_safe(tmp_path):

@@ -74,17 +74,23 @@ def runs_of(tracking_uri: str, suite: str):
     return client, client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'") if experiment else []
 
 
-def test_two_worker_ddp_job(local_ray, home, tmp_path):
+def test_two_worker_ddp_job_and_a_diverging_one_that_fails_without_retries(local_ray, home, tmp_path):
     path = write_suite(tmp_path, "ddp", {"resources.workers": 2, "resources.cpus_per_worker": 0.9,
-                                         "train.epochs": 2})
+                                         "train.epochs": 2, "train.divergence_threshold": 50.0,
+                                         "resources.max_failures": 3},
+                       grid={"train.lr": [0.05, 1.0e9]})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, live_interval=60))
-    assert outcome.failed == {} and len(outcome.finished) == 1
+    assert len(outcome.finished) == 1
+    # Both ranks stop at the same step and report the reason; a retry (the job allows 3) would
+    # instead end in Ray's WorkerGroupError after four attempts.
+    (reason,) = outcome.failed.values()
+    assert reason.startswith("TrainingDiverged: loss diverged at epoch 0 step"), reason
     client, runs = runs_of(uri, "ddp")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    history = client.get_metric_history(runs[0].info.run_id, "world_size")
+    (run,) = [r for r in runs if r.info.status == "FINISHED"]
+    history = client.get_metric_history(run.info.run_id, "world_size")
     assert [m.value for m in history] == [2.0, 2.0]  # both epochs ran as a 2-rank DDP group
-    assert "acc1/train24_test20" in runs[0].data.metrics
+    assert "acc1/train24_test20" in run.data.metrics
 
 
 def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, home, tmp_path):
@@ -102,6 +108,15 @@ def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, 
     assert statuses == ["FAILED", "FINISHED", "FINISHED"]
     failed_run = next(r for r in runs if r.info.status == "FAILED")
     assert "diverged" in failed_run.data.tags["resolab.error"]
+
+    # Another suite holding one of the finished configs copies its run and starts no trial at all.
+    again = run_suite(load_suite(write_suite(tmp_path, "grid_again", {"train.lr": 0.05,
+                                                                   "train.divergence_threshold": 50.0})),
+                      RunOptions(tracking_uri=uri, live_interval=60))
+    assert (len(again.reused), again.finished, again.failed, again.wall_s) == (1, [], {}, 0.0)
+    client, (copy,) = runs_of(uri, "grid_again")
+    source = client.get_run(copy.data.tags["resolab.reused_from"])
+    assert source.data.tags["resolab.suite"] == "grid" and copy.data.metrics == source.data.metrics
 
 
 def test_killed_worker_is_retried_from_its_checkpoint(local_ray, home, tmp_path, monkeypatch):
@@ -186,10 +201,13 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
     for rid in finished_before:  # finished jobs were not trained again
         assert after[rid].info.end_time == before[rid].info.end_time
     client = MlflowClient(f"sqlite:///{db}")
-    for rid, run in after.items():  # interrupted jobs with a checkpoint resumed from it
+    for rid, run in after.items():  # interrupted jobs with a checkpoint resumed from it, not from scratch
         if rid not in finished_before and run.data.tags["resolab.config_hash"] in checkpointed:
+            # A job killed during its final matrix has no epochs left; resumed_at_epoch is then 4.
+            resumed_at = run.data.metrics["resumed_at_epoch"]
+            assert resumed_at >= 1, run.data.metrics
             starts = [m.value for m in client.get_metric_history(rid, "start_epoch")]
-            assert max(starts) >= 1, starts
+            assert resumed_at == 4 or resumed_at in starts, (resumed_at, starts)
 
 
 @pytest.mark.slow

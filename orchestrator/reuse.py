@@ -1,0 +1,54 @@
+"""Finished jobs are trained once per tracking store, not once per suite.
+
+Paper tables share jobs: the R18 SAN of SAN Table 1 is also a row of Tables 2 and 5, and the R18 RS-Net
+of RS-Nets Table 2 is the base of Tables 5 and 6. When a suite holds a job whose config hash already has
+a FINISHED run in another suite's experiment, that run is copied into this suite's experiment (params,
+tags, every metric's full history, every artifact) instead of being trained again. The copy is tagged
+``resolab.reused_from`` with the source run id, and keeps the source's code version and run times, so
+it says truthfully which code trained it and when. ``resolab run --no-reuse`` trains everything anew.
+"""
+from __future__ import annotations
+
+import tempfile
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+REUSED_FROM_TAG = "resolab.reused_from"
+# MLflow's per-call limits for log_batch.
+_METRICS_PER_BATCH = 1000
+_PARAMS_PER_BATCH = 100
+
+
+def finished_runs_by_hash(client: MlflowClient, exclude_experiment: str) -> dict[str, object]:
+    """The newest FINISHED job run of each config hash in every experiment except ``exclude_experiment``."""
+    experiment_ids = [e.experiment_id for e in client.search_experiments(max_results=50000)
+                      if e.experiment_id != exclude_experiment]
+    if not experiment_ids:
+        return {}
+    runs = client.search_runs(experiment_ids, "tags.`resolab.kind` = 'job' and attributes.status = 'FINISHED'",
+                              max_results=50000, order_by=["attributes.end_time DESC"])
+    newest: dict[str, object] = {}
+    for run in runs:
+        newest.setdefault(run.data.tags.get("resolab.config_hash"), run)
+    return newest
+
+
+def copy_run(client: MlflowClient, source, experiment_id: str, tags: dict[str, str]) -> str:
+    """A FINISHED copy of ``source`` in ``experiment_id``; ``tags`` override the source's resolab.* tags."""
+    kept = {k: v for k, v in source.data.tags.items() if k.startswith("resolab.")}
+    merged = {**kept, **tags, "resolab.code_version": kept.get("resolab.code_version", "unknown"),
+              REUSED_FROM_TAG: source.info.run_id}
+    run_id = client.create_run(experiment_id, start_time=source.info.start_time, run_name=tags.get("resolab.job"),
+                               tags=merged).info.run_id
+    params = [mlflow.entities.Param(k, v) for k, v in source.data.params.items()]
+    for i in range(0, len(params), _PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=params[i:i + _PARAMS_PER_BATCH])
+    metrics = [m for key in source.data.metrics for m in client.get_metric_history(source.info.run_id, key)]
+    for i in range(0, len(metrics), _METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[i:i + _METRICS_PER_BATCH])
+    with tempfile.TemporaryDirectory() as tmp:
+        if client.list_artifacts(source.info.run_id):
+            client.log_artifacts(run_id, client.download_artifacts(source.info.run_id, "", tmp))
+    client.set_terminated(run_id, status="FINISHED", end_time=source.info.end_time)
+    return run_id

@@ -1,0 +1,73 @@
+"""`resolab status`: each job's state from MLflow, its checkpoint, and whether its driver still runs."""
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator import checkpoint as ckpt
+from orchestrator.config import load_suite
+from orchestrator.mlflow_sink import SuiteTracking
+from orchestrator.ray_job import job_dir
+from orchestrator.status import job_states, suite_status
+from orchestrator.tracking import DRIVER_GONE_AFTER_S
+
+JOB = {"model": {"backbone": "resnet_tiny", "small_input": True, "width": 8}, "method": {"name": "parallel"},
+       "data": {"resolutions": [24, 16]}, "train": {"epochs": 3}}
+
+
+@pytest.fixture
+def suite_and_uri(empty_db, tmp_path):
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    path = tmp_path / "states.yaml"
+    path.write_text(yaml.safe_dump({"name": "states", "job": JOB, "grid": {"train.lr": [0.1, 0.2, 0.3, 0.4, 0.5]}}))
+    return load_suite(path), f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_states_counts_checkpoint_and_a_silent_driver(suite_and_uri, tmp_path):
+    suite, uri = suite_and_uri
+    tracking = SuiteTracking(uri, suite, "resolab run states.yaml")
+    _, _, run_ids = tracking.prepare(suite.jobs)
+    client = MlflowClient(uri)
+    finished, running, failed, pending, resumed = (run_ids[j.name] for j in suite.jobs)
+    client.set_terminated(finished, status="FINISHED")
+    client.update_run(running, status="RUNNING")
+    client.update_run(resumed, status="RUNNING")
+    client.set_tag(failed, "resolab.error", "TrainingDiverged: loss is nan at epoch 0 step 1")
+    client.set_terminated(failed, status="FAILED")
+    storage = tmp_path / "ray"
+    last = suite.jobs[4]
+    ckpt.save(job_dir(str(storage), "states", last.name, last.hash), {"epoch": 1})
+
+    text = suite_status(suite, uri, str(storage))
+    head, *lines = text.splitlines()
+    assert head == "states: done 1/5  running 2  interrupted 0  failed 1  pending 1"
+    assert lines[0].split()[:2] == ["done", suite.jobs[0].name]
+    assert lines[2].split()[:2] == ["failed", suite.jobs[2].name] and "loss is nan" in lines[2]
+    assert lines[3].split()[:2] == ["pending", suite.jobs[3].name]
+    assert lines[4].split()[:2] == ["running", last.name] and "checkpoint after epoch 2/3" in lines[4]
+
+    # The driver was killed: no heartbeat since. Later its jobs read as interrupted, not running.
+    later = time.time() + DRIVER_GONE_AFTER_S + 300
+    states = job_states(suite, uri, now=later)
+    assert [states[j.name][0] for j in suite.jobs] == ["done", "interrupted", "failed", "interrupted", "interrupted"]
+    assert "silent for 7 min" in states[suite.jobs[1].name][1] and "resolab run" in states[suite.jobs[1].name][1]
+
+    # Running the suite again re-parents every unfinished run (the failed one too: it is retried)
+    # under a live driver.
+    SuiteTracking(uri, suite, "resolab run states.yaml").prepare(suite.jobs)
+    states = job_states(suite, uri)
+    assert [states[j.name][0] for j in suite.jobs] == ["done", "pending", "pending", "pending", "pending"]
+
+
+def test_a_driver_that_ended_its_suite_run_leaves_no_job_running(suite_and_uri):
+    suite, uri = suite_and_uri
+    tracking = SuiteTracking(uri, suite, "resolab run states.yaml")
+    _, _, run_ids = tracking.prepare(suite.jobs)
+    MlflowClient(uri).update_run(run_ids[suite.jobs[0].name], status="RUNNING")
+    tracking.finish_suite(failed=True)
+    state, detail = job_states(suite, uri)[suite.jobs[0].name]
+    assert (state, detail.split(";")[0]) == ("interrupted", "its suite run ended FAILED")
