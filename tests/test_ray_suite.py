@@ -17,7 +17,9 @@ from orchestrator.cli import main as cli_main
 from orchestrator.config import load_suite
 from orchestrator.mlflow_sink import TrackingUnavailable
 from orchestrator.ray_job import CRASH_EPOCH_ENV, CRASH_RANK_ENV, job_dir
+from orchestrator.status import job_states
 from orchestrator.suite import RunOptions, run_suite
+from orchestrator.tracking import DRIVER_GONE_AFTER_S
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -191,6 +193,14 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
     assert 1 <= len(finished_before) < 3
     checkpointed = {p.parent.name.rsplit("-", 1)[1]  # <job>-<hash>/checkpoint.pt of interrupted jobs
                     for p in (tmp_path / "home" / "ray" / "restart" / "jobs").glob("*/checkpoint.pt")}
+    # `resolab status`: the killed driver's jobs still look alive at first, then read as interrupted.
+    suite = load_suite(path)
+    states = job_states(suite, f"sqlite:///{db}")
+    assert [s for s, _ in states.values()].count("done") == len(finished_before)
+    assert "interrupted" not in {s for s, _ in states.values()}
+    later = job_states(suite, f"sqlite:///{db}", now=time.time() + DRIVER_GONE_AFTER_S + 60)
+    assert sorted(s for s, _ in later.values()) == sorted(["done"] * len(finished_before)
+                                                         + ["interrupted"] * (3 - len(finished_before)))
 
     rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
