@@ -134,25 +134,35 @@ def heatmap(table: pd.DataFrame, marked: set[tuple[int, int]], title: str = "", 
     return fig
 
 
+def _top1_axes(ax, xlabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title, fontsize="medium")
+
+
+def _resolution_panel(ax, curves: list[Curve], title: str) -> None:
+    _draw_curves(ax, curves, log_x=True)
+    _resolution_ticks(ax, curves)
+    _top1_axes(ax, "test resolution (log scale)", title)
+
+
+def _madds_panel(ax, curves: list[Curve], title: str) -> None:
+    _draw_curves(ax, curves, log_x=True)
+    _madds_ticks(ax)
+    _top1_axes(ax, "MAdds (log scale)", title)
+
+
 def accuracy_vs_test_resolution(curves: list[Curve], title: str = "") -> Figure:
     """SAN Fig. 1 style: top-1 vs test resolution (log x); markers where test = train."""
     fig, (ax,) = new_figure()
-    _draw_curves(ax, curves, log_x=True)
-    _resolution_ticks(ax, curves)
-    ax.set_xlabel("test resolution (log scale)")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(title, fontsize="medium")
+    _resolution_panel(ax, curves, title)
     return fig
 
 
 def accuracy_vs_madds(curves: list[Curve], title: str = "") -> Figure:
     """RS-Nets Fig. 1 style: top-1 vs multiply-adds (log x)."""
     fig, (ax,) = new_figure()
-    _draw_curves(ax, curves, log_x=True)
-    _madds_ticks(ax)
-    ax.set_xlabel("MAdds (log scale)")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(title, fontsize="medium")
+    _madds_panel(ax, curves, title)
     return fig
 
 
@@ -161,13 +171,9 @@ def rsnets_fig4(left: list[Curve], right: list[Curve], title: str = "") -> Figur
     Right: RS-Net (interpolated BN) vs every I-Net at dense test resolutions."""
     fig, (ax_left, ax_right) = new_figure(12.0, 4.8, ncols=2)
     _draw_curves(ax_left, left, log_x=False)
-    ax_left.set_xlabel("resolution")
-    ax_left.set_ylabel("top-1 (%)")
-    ax_left.set_title("parallel training: shared vs private BN", fontsize="medium")
+    _top1_axes(ax_left, "resolution", "parallel training: shared vs private BN")
     _draw_curves(ax_right, right, log_x=False)
-    ax_right.set_xlabel("test resolution")
-    ax_right.set_ylabel("top-1 (%)")
-    ax_right.set_title("tested at new resolutions", fontsize="medium")
+    _top1_axes(ax_right, "test resolution", "tested at new resolutions")
     if title:
         fig.suptitle(title)
     return fig
@@ -177,16 +183,8 @@ def fig1(left: list[Curve], right: list[Curve], title: str = "") -> Figure:
     """Both papers' Fig. 1. Left (SAN): top-1 vs test resolution per training row, SAN solid and
     I-Nets dashed. Right (RS-Nets): top-1 vs MAdds of a single model vs the set of I-Nets."""
     fig, (ax_left, ax_right) = new_figure(12.0, 4.8, ncols=2)
-    _draw_curves(ax_left, left, log_x=True)
-    _resolution_ticks(ax_left, left)
-    ax_left.set_xlabel("test resolution (log scale)")
-    ax_left.set_ylabel("top-1 (%)")
-    ax_left.set_title("SAN (solid) vs I-Nets (dashed)", fontsize="medium")
-    _draw_curves(ax_right, right, log_x=True)
-    _madds_ticks(ax_right)
-    ax_right.set_xlabel("MAdds (log scale)")
-    ax_right.set_ylabel("top-1 (%)")
-    ax_right.set_title("accuracy vs MAdds", fontsize="medium")
+    _resolution_panel(ax_left, left, "SAN (solid) vs I-Nets (dashed)")
+    _madds_panel(ax_right, right, "accuracy vs MAdds")
     if title:
         fig.suptitle(title)
     return fig

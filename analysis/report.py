@@ -23,12 +23,12 @@ import pandas as pd
 from mlflow.entities import Metric
 
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
+from orchestrator.tracking import log_batched
 
 ARTIFACT_DIR = "matrix"
 PARQUET_NAME = "matrix.parquet"
 FIXED_MODE = "fixed"
 METRIC_PREFIX = {"top1": "acc1", "top5": "acc5"}
-MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 
 _CELL_NAME = re.compile(r"^(?P<prefix>acc1|acc5)/(?:(?P<mode>[A-Za-z0-9_]+)/)?(?:train(?P<row>\d+)_)?test(?P<test>\d+)$")
 
@@ -69,13 +69,11 @@ def matrix_metrics(matrix: Matrix) -> dict[str, float]:
 
 
 def log_matrix_metrics(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None = None) -> None:
-    """All cell metrics (and MAdds) in as few ``log_batch`` calls as MLflow allows: SQLite writers are slow."""
+    """All cell metrics (and MAdds), batched."""
     now = int(time.time() * 1000)
     values = matrix_metrics(matrix)
     values.update({f"madds/test{int(res)}": float(m) for res, m in (madds or {}).items()})
-    metrics = [Metric(name, value, now, 0) for name, value in values.items()]
-    for start in range(0, len(metrics), MAX_METRICS_PER_CALL):
-        client.log_batch(run_id, metrics=metrics[start:start + MAX_METRICS_PER_CALL])
+    log_batched(client, run_id, metrics=[Metric(name, value, now, 0) for name, value in values.items()])
 
 
 def proxy_row(training_resolutions, test_res: int) -> int:

@@ -248,8 +248,28 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
     loader.generator.manual_seed(_stream_seed(loader.seed, loader.rank, epoch))
 
 
-def build_calibration_loader(data: DataConfig, resolution: int, batch_size: int, seed: int,
+class _Transformed(Dataset):
+    """(image, label) samples of ``base`` through ``transform``."""
+
+    def __init__(self, base: Dataset, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+def build_calibration_images(data: DataConfig) -> Dataset:
+    """The training images, undecorated: listed once, then seen at each calibration resolution (listing
+    ImageNet's train folder takes long enough that it should not be repeated per resolution)."""
+    return _limited(_image_folder(resolve_data_root(data) / "train", None), data.limit_train, "data.limit_train")
+
+
+def build_calibration_loader(images: Dataset, resolution: int, crop: str, batch_size: int, seed: int,
                              workers: int = 0) -> DataLoader:
     """Shuffled training images at one resolution (training transform), for BN recalibration."""
-    dataset = build_train_dataset(data, [resolution])
+    dataset = _Transformed(images, MultiResolutionTrainTransform([resolution], crop))
     return build_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=False)

@@ -23,8 +23,8 @@ import torch.nn as nn
 
 from methods import Method, build_method
 from orchestrator import checkpoint as ckpt
-from orchestrator.data import (build_calibration_loader, build_loader, build_train_dataset, build_val_dataset,
-                               set_epoch)
+from orchestrator.data import (build_calibration_images, build_calibration_loader, build_loader,
+                               build_train_dataset, build_val_dataset, set_epoch)
 from orchestrator.schema import JobConfig
 
 
@@ -217,9 +217,14 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
 
 def calibration_batches_for(cfg: JobConfig, device: torch.device):
     """A function test_resolution -> list of training batches at that resolution (SAN BN recalibration)."""
+    images = None  # listed on the first call: most jobs never recalibrate
+
     def batches(resolution: int):
-        loader = build_calibration_loader(cfg.data, resolution, cfg.eval.batch_size, seed=cfg.train.seed,
-                                          workers=cfg.data.loader_workers)
+        nonlocal images
+        if images is None:
+            images = build_calibration_images(cfg.data)
+        loader = build_calibration_loader(images, resolution, cfg.data.crop, cfg.eval.batch_size,
+                                          seed=cfg.train.seed, workers=cfg.data.loader_workers)
         out = []
         for i, (xs, _) in enumerate(loader):
             if i >= cfg.eval.calib_batches:

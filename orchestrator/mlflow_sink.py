@@ -19,8 +19,8 @@ from analysis.matrix import Matrix
 from analysis.report import log_matrix
 from orchestrator.config import flatten
 from orchestrator.reuse import copy_run, finished_runs_by_hash
-from orchestrator.tracking import (HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags, param_value,
-                                   store_creation_lock)
+from orchestrator.tracking import (HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags, log_batched,
+                                   param_value, store_creation_lock)
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets its own level on import
 
@@ -110,9 +110,8 @@ class SuiteTracking:
     def _new_child(self, job) -> str:
         run_id = self.client.create_run(self.experiment_id, run_name=job.name, tags=self._child_tags(job)).info.run_id
         self.client.update_run(run_id, status="SCHEDULED")
-        params = [mlflow.entities.Param(k, param_value(v)) for k, v in flatten(job.config).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i:i + 100])
+        log_batched(self.client, run_id,
+                    params=[mlflow.entities.Param(k, param_value(v)) for k, v in flatten(job.config).items()])
         return run_id
 
     def finish_suite(self, failed: bool) -> None:

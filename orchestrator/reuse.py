@@ -14,10 +14,9 @@ import tempfile
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from orchestrator.tracking import log_batched
+
 REUSED_FROM_TAG = "resolab.reused_from"
-# MLflow's per-call limits for log_batch.
-_METRICS_PER_BATCH = 1000
-_PARAMS_PER_BATCH = 100
 
 
 def finished_runs_by_hash(client: MlflowClient, exclude_experiment: str) -> dict[str, object]:
@@ -41,12 +40,9 @@ def copy_run(client: MlflowClient, source, experiment_id: str, tags: dict[str, s
               REUSED_FROM_TAG: source.info.run_id}
     run_id = client.create_run(experiment_id, start_time=source.info.start_time, run_name=tags.get("resolab.job"),
                                tags=merged).info.run_id
-    params = [mlflow.entities.Param(k, v) for k, v in source.data.params.items()]
-    for i in range(0, len(params), _PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=params[i:i + _PARAMS_PER_BATCH])
-    metrics = [m for key in source.data.metrics for m in client.get_metric_history(source.info.run_id, key)]
-    for i in range(0, len(metrics), _METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=metrics[i:i + _METRICS_PER_BATCH])
+    log_batched(client, run_id,
+                metrics=[m for key in source.data.metrics for m in client.get_metric_history(source.info.run_id, key)],
+                params=[mlflow.entities.Param(k, v) for k, v in source.data.params.items()])
     with tempfile.TemporaryDirectory() as tmp:
         if client.list_artifacts(source.info.run_id):
             client.log_artifacts(run_id, client.download_artifacts(source.info.run_id, "", tmp))

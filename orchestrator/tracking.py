@@ -76,6 +76,21 @@ def param_value(value) -> str:
     return str(value)
 
 
+# MLflow's per-call limits of log_batch.
+MAX_METRICS_PER_CALL = 1000
+MAX_PARAMS_PER_CALL = 100
+
+
+def log_batched(client, run_id: str, metrics=(), params=()) -> None:
+    """Metrics and params in as few ``log_batch`` calls as MLflow allows: each call is one write
+    transaction, and SQLite writers are slow."""
+    metrics, params = list(metrics), list(params)
+    for i in range(0, len(metrics), MAX_METRICS_PER_CALL):
+        client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_CALL])
+    for i in range(0, len(params), MAX_PARAMS_PER_CALL):
+        client.log_batch(run_id, params=params[i:i + MAX_PARAMS_PER_CALL])
+
+
 def code_version() -> str:
     """Git commit of the project (with -dirty when there are local changes), or 'unknown'."""
     try:

@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as F
 
 from orchestrator.data import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, DatasetError,
                                MultiResolutionEvalTransform, MultiResolutionTrainTransform,
-                               build_calibration_loader, build_loader, build_train_dataset,
+                               build_calibration_images, build_calibration_loader, build_loader, build_train_dataset,
                                build_val_dataset, resolve_data_root, set_epoch)
 from orchestrator.schema import DataConfig, SyntheticConfig
 from orchestrator.synthetic import (MARKER, class_names, default_synthetic_root,
@@ -352,7 +352,7 @@ def test_set_epoch_reshuffles_reproducibly(synthetic_root):
 
 def test_calibration_loader(synthetic_root):
     data = synthetic_data(synthetic_root, resolutions=[48, 32])
-    loader = build_calibration_loader(data, 40, batch_size=5, seed=0)
+    loader = build_calibration_loader(build_calibration_images(data), 40, data.crop, batch_size=5, seed=0)
     images, labels = next(iter(loader))
     assert len(images) == 1 and images[0].shape == (5, 3, 40, 40) and labels.shape == (5,)
 

@@ -28,7 +28,7 @@ from analysis.report import log_matrix_metrics
 from orchestrator.config import Job, config_hash, flatten
 from orchestrator.describe import describe
 from orchestrator.schema import DataConfig, EvalConfig, JobConfig, MethodConfig, ModelConfig, TrainConfig
-from orchestrator.tracking import job_tags, param_value
+from orchestrator.tracking import job_tags, log_batched, param_value
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = (32, 24, 16)
@@ -91,9 +91,7 @@ class Store:
             tags["mlflow.parentRunId"] = self.parent_id
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags,
                                         start_time=start_time or self.clock).info.run_id
-        params = [Param(k, param_value(v)) for k, v in flatten(cfg).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i:i + 100])
+        log_batched(self.client, run_id, params=[Param(k, param_value(v)) for k, v in flatten(cfg).items()])
         log_matrix_metrics(self.client, run_id, matrix)
         self.client.set_terminated(run_id, status=status)
         return run_id
