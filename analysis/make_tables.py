@@ -29,7 +29,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     # Run as a script: import the project packages from the repository root, not from analysis/.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from orchestrator.tracking import PROJECT_ROOT, resolve_tracking_uri
+from jobspec import PROJECT_ROOT, resolve_tracking_uri
 
 # pandas, MLflow and the table builders (torch, matplotlib) are imported when a table is built, so
 # that --list and --help answer at once.

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from backbones import MultiResolutionNet, materialize, recalibrate_bn
-from methods import EvalMode
+from backbones import MultiResolutionNet, Route, materialize, recalibrate_bn
+from methods import FIXED, EvalMode
 
 ADAPTIVE_ROW = 0
 COLUMNS = ["mode", "row", "test_res", "top1", "top5"]
@@ -53,7 +53,10 @@ class Matrix:
         return Matrix(pd.concat([m.frame for m in matrices], ignore_index=True))
 
 
-def _cells(net: MultiResolutionNet, modes: Sequence[EvalMode], test_resolutions: Sequence[int]):
+Cells = dict[tuple[str, int, int], tuple[Route, bool]]  # (mode name, row, T) -> (route, calibrate)
+
+
+def matrix_cells(net: MultiResolutionNet, modes: Sequence[EvalMode], test_resolutions: Sequence[int]) -> Cells:
     """(mode name, row, T) -> evaluation key; the key is what decides the numbers (route + calibration)."""
     training = set(net.resolutions)
     rows = list(dict.fromkeys(net.resolutions))  # repeated resolutions ("single-resolution") share a row
@@ -72,13 +75,17 @@ def _cells(net: MultiResolutionNet, modes: Sequence[EvalMode], test_resolutions:
     return cells
 
 
-@torch.no_grad()
-def evaluate_matrix(net: MultiResolutionNet, modes: Sequence[EvalMode], val_loader, test_resolutions: Sequence[int],
-                    device: torch.device, *, calibration_batches: Callable[[int], list] | None = None,
-                    max_batches: int | None = None) -> Matrix:
-    """Evaluate every cell in one pass over ``val_loader`` (batches: (tuple over test_resolutions, labels))."""
+def diagonal_cells(net: MultiResolutionNet) -> Cells:
+    """The fixed mode's diagonal: each training slot at its own resolution."""
+    rows = list(dict.fromkeys(net.resolutions))
+    return {key: cell for key, cell in matrix_cells(net, [FIXED], rows).items() if key[1] == key[2]}
+
+
+def _count_hits(net: MultiResolutionNet, cells: Cells, val_loader, test_resolutions: Sequence[int],
+                device: torch.device, calibration_batches: Callable[[int], list] | None,
+                max_batches: int | None) -> tuple[dict, int]:
+    """One pass over ``val_loader``: {cell: (top-1 hits, top-5 hits)} and the number of images seen."""
     net.eval()
-    cells = _cells(net, modes, test_resolutions)
     keys = {}  # unique (T, route, calibrate) -> index
     for (_, _, T), (route, calibrate) in cells.items():
         keys.setdefault((T, route, calibrate), len(keys))
@@ -118,10 +125,47 @@ def evaluate_matrix(net: MultiResolutionNet, modes: Sequence[EvalMode], val_load
             top1[idx] += hit[:, 0].sum().item()
             top5[idx] += hit.any(dim=1).sum().item()
         seen += labels.numel()
+    hits = {}
+    for key, (route, calibrate) in cells.items():
+        idx = keys[(key[2], route, calibrate)]
+        hits[key] = (top1[idx].item(), top5[idx].item())
+    return hits, seen
+
+
+@torch.no_grad()
+def evaluate_cells(net: MultiResolutionNet, cells: Cells, val_loader, test_resolutions: Sequence[int],
+                   device: torch.device, *, calibration_batches: Callable[[int], list] | None = None,
+                   max_batches: int | None = None) -> Matrix:
+    """Evaluate ``cells`` in one pass over ``val_loader`` (batches: (tuple over test_resolutions, labels))."""
+    hits, seen = _count_hits(net, cells, val_loader, test_resolutions, device, calibration_batches, max_batches)
     if seen == 0:
         raise ValueError("the validation loader yielded no images")
-    records = []
-    for (mode, row, T), (route, calibrate) in cells.items():
-        idx = keys[(T, route, calibrate)]
-        records.append((mode, int(row), int(T), 100.0 * top1[idx].item() / seen, 100.0 * top5[idx].item() / seen))
+    records = [(mode, int(row), int(T), 100.0 * h1 / seen, 100.0 * h5 / seen)
+               for (mode, row, T), (h1, h5) in hits.items()]
     return Matrix(pd.DataFrame.from_records(records, columns=COLUMNS))
+
+
+def evaluate_matrix(net: MultiResolutionNet, modes: Sequence[EvalMode], val_loader, test_resolutions: Sequence[int],
+                    device: torch.device, *, calibration_batches: Callable[[int], list] | None = None,
+                    max_batches: int | None = None) -> Matrix:
+    """Every cell of every mode in one pass over ``val_loader`` (batches: (tuple over test_resolutions, labels))."""
+    return evaluate_cells(net, matrix_cells(net, modes, test_resolutions), val_loader, test_resolutions, device,
+                          calibration_batches=calibration_batches, max_batches=max_batches)
+
+
+@torch.no_grad()
+def diagonal_top1(net: MultiResolutionNet, val_loader, test_resolutions: Sequence[int], device: torch.device,
+                  max_batches: int | None = None) -> dict[str, float]:
+    """Top-1 (%) of each training slot at its own resolution, {"acc1/r<res>": value}: the per-epoch curves.
+
+    ``val_loader`` yields batches over ``test_resolutions``, which hold every training resolution.
+    The net's train/eval mode is left as it was. A loader capped to nothing gives 0 rather than an
+    error, so that a smoke setting cannot stop training midway.
+    """
+    was_training = net.training
+    try:
+        hits, seen = _count_hits(net, diagonal_cells(net), val_loader, test_resolutions, device, None, max_batches)
+    finally:
+        net.train(was_training)
+    top1 = {row: h1 for (_, row, _), (h1, _) in hits.items()}
+    return {f"acc1/r{r}": 100.0 * top1[r] / max(1, seen) for r in dict.fromkeys(net.resolutions)}

@@ -8,7 +8,7 @@ import pandas as pd
 from analysis import plots
 from analysis.runs import resolutions_of
 from analysis.table_model import MISSING, Notes
-from orchestrator.schema import DataConfig, JobConfig, MethodConfig, ModelConfig
+from jobspec import DataConfig, JobConfig, MethodConfig, ModelConfig
 
 # orchestrator.data builds the synthetic dataset with this many classes when data.num_classes is null.
 SYNTHETIC_DEFAULT_CLASSES = 10
@@ -32,7 +32,7 @@ def num_classes_of(run: pd.Series) -> tuple[int, str | None]:
 @functools.lru_cache(maxsize=None)
 def _describe(backbone: str, small_input: bool, width: int, method: str, bn: str, convs: str, meta_hidden: int,
               resolutions: tuple[int, ...], num_classes: int) -> dict:
-    from orchestrator.describe import describe  # builds models: torch only when a table needs sizes
+    from analysis.describe import describe  # builds models: torch only when a table needs sizes
 
     cfg = JobConfig(model=ModelConfig(backbone=backbone, small_input=small_input, width=width),
                     method=MethodConfig(name=method, bn=bn, convs=convs, meta_hidden=meta_hidden),

@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow.entities import Metric
 
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
-from orchestrator.tracking import log_batched
+from analysis.mlflow_batch import log_batched
 
 ARTIFACT_DIR = "matrix"
 PARQUET_NAME = "matrix.parquet"

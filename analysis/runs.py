@@ -2,12 +2,13 @@
 
 Input: the frame ``mlflow.search_runs`` returns (``run_id``, ``status``, ``start_time``, ``params.*``,
 ``tags.*``, ``metrics.*``), optionally with a ``suite`` column. Params are the flattened job config
-rendered by ``orchestrator.tracking.param_value``; accuracies are the cell metrics that
+rendered by ``jobspec.param_value``; accuracies are the cell metrics that
 ``analysis.report.log_matrix`` writes (``metrics.acc1/train{r}_test{s}`` ...).
 
 - only FINISHED job runs count, and per ``resolab.config_hash`` only the newest;
-- runs whose configs differ only in ``train.seed`` (or in placement: ``resources.*``,
-  ``data.loader_workers``, ``data.root``) are seeds of one model, and a cell is a ``Stat`` over them;
+- runs whose configs differ only in ``train.seed`` and in what the config hash ignores (placement,
+  the ``tag`` label, switches the method does not read: ``jobspec.hashed_part``) are seeds of one
+  model, and a cell is a ``Stat`` over them;
 - an I-Net set is one job per resolution (``method.name`` = individual, ``data.resolutions`` = [r]).
 """
 from __future__ import annotations
@@ -19,13 +20,11 @@ import pandas as pd
 
 from analysis.report import FIXED_MODE, metric_name, parse_metric_name
 from analysis.table_model import Stat
-from orchestrator.config import flatten
-from orchestrator.schema import BACKBONES, JobConfig
-from orchestrator.tracking import param_value
+from backbones.catalog import BACKBONES
+from jobspec import JobConfig, flatten, hashed_part, nest, param_value
 
-NOT_SEED_KEYS = ("train.seed", "data.loader_workers", "data.root")
-NOT_SEED_PREFIXES = ("resources.",)
-DEFAULT_PARAMS = {k: param_value(v) for k, v in flatten(JobConfig().to_dict()).items()}
+SEED_KEY = "train.seed"
+DEFAULT_PARAMS = {k: param_value(v) for k, v in flatten(JobConfig()).items()}
 
 
 def prepare_runs(raw: pd.DataFrame) -> pd.DataFrame:
@@ -69,18 +68,24 @@ def match(runs: pd.DataFrame, criteria: dict, resolutions: Callable[[list[int]],
     return runs[mask]
 
 
-def _seed_free_columns(runs: pd.DataFrame, drop: tuple[str, ...] = ()) -> list[str]:
-    return [c for c in runs.columns if c.startswith("params.")
-            and c[len("params."):] not in NOT_SEED_KEYS + drop
-            and not c[len("params."):].startswith(NOT_SEED_PREFIXES)]
+def _params_tree(run: pd.Series) -> dict:
+    """The run's params as a nested config dict of param strings; params it did not log are left out."""
+    return nest({column[len("params."):]: value for column, value in run.items()
+                 if str(column).startswith("params.") and (isinstance(value, str) or not pd.isna(value))})
+
+
+def configuration_key(run: pd.Series, drop: tuple[str, ...] = ()) -> str:
+    """What the run's config hash covers, less the seed and ``drop``: equal for seeds of one model."""
+    flat = flatten(hashed_part(_params_tree(run)))
+    return json.dumps({k: v for k, v in flat.items() if k != SEED_KEY and k not in drop}, sort_keys=True)
 
 
 def seed_groups(runs: pd.DataFrame, drop: tuple[str, ...] = ()) -> list[pd.DataFrame]:
-    """Runs split into configurations (everything but the seed and ``drop``), newest first."""
+    """Runs split into configurations (everything the hash covers but the seed and ``drop``), newest first."""
     if runs.empty:
         return []
-    columns = _seed_free_columns(runs, drop)
-    groups = [g for _, g in runs.groupby(columns, sort=False, dropna=False)]
+    keys = runs.apply(configuration_key, axis=1, drop=drop)
+    groups = [g for _, g in runs.groupby(keys, sort=False)]
     return sorted(groups, key=lambda g: g["start_time"].max(), reverse=True)
 
 

@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from analysis.matrix import _cells, evaluate_matrix
+from analysis.matrix import evaluate_matrix, matrix_cells
 from backbones import materialize, recalibrate_bn
 from methods import build_method
-from orchestrator.config import load_suite
+from jobspec import load_suite
 from orchestrator.data import build_loader, build_val_dataset, resolve_data_root
 from orchestrator.loop import calibration_batches_for
 
@@ -26,7 +26,7 @@ from orchestrator.loop import calibration_batches_for
 def naive(net, cfg, modes, test_resolutions, calibration_batches):
     """One full decode-and-forward pass over the validation set per cell."""
     correct = {}
-    for key, (route, calibrate) in _cells(net, modes, test_resolutions).items():
+    for key, (route, calibrate) in matrix_cells(net, modes, test_resolutions).items():
         T = key[2]
         loader = build_loader(build_val_dataset(cfg.data, [T]), cfg.eval.batch_size, shuffle=False, seed=0,
                               workers=cfg.data.loader_workers, drop_last=False)
@@ -59,9 +59,9 @@ def main() -> None:
     suite = load_suite(args.suite, args.set)
     cfg = next(j.config for j in suite.jobs if j.name == args.job)
     resolve_data_root(cfg.data)  # write the synthetic data first; not part of either timing
-    method = build_method(cfg)
+    method = build_method(cfg.method, cfg.model, cfg.data.resolutions)
     net = method.build(cfg.data.num_classes or 10).eval()
-    modes, tests = method.eval_modes(), cfg.test_resolutions()
+    modes, tests = method.eval_modes(cfg.eval.calibrate), cfg.test_resolutions()
     device = torch.device("cpu")
     batches = calibration_batches_for(cfg, device)
     cache = {}

@@ -16,12 +16,13 @@ Reports:
   - SAN inference with kernels generated on the fly against its materialised plain model;
   - peak memory of the RS-Net and SAN steps: CUDA max_memory_allocated, or on CPU the process's
     peak RSS (VmHWM, reset through /proc/self/clear_refs where Linux allows it) above the RSS before.
-On CUDA the steps run under bf16 autocast with channels_last tensors.
+A training step is the loop's own ``orchestrator.loop.train_step`` (divergence check, grad scaler and
+LR-schedule step included), set up as the loop sets it up. On CUDA the jobs train in bf16 with
+channels_last tensors (train.precision=bf16, train.channels_last=true).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -31,7 +32,9 @@ import torch.nn.functional as F
 
 from backbones import materialize
 from methods import build_method
-from orchestrator.schema import JobConfig
+from jobspec import JobConfig
+from orchestrator.loop import (LocalRuntime, TrainState, autocast_for, build_grad_scaler, build_optimizer,
+                               build_scheduler, train_step)
 
 MiB = 2**20
 
@@ -46,27 +49,40 @@ def job(args, method: str, resolutions: list[int], **method_options) -> JobConfi
     for key, value in method_options.items():
         setattr(cfg.method, key, value)
     cfg.data.resolutions = list(resolutions)
+    # A small lr: the benchmark repeats one batch, and the loop's divergence check is part of the step.
+    cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay = 1e-3, 0.9, 1e-4
+    cuda = args.device.type == "cuda"
+    cfg.train.precision, cfg.train.channels_last = ("bf16" if cuda else "fp32"), cuda
+    # One epoch spanning every step the benchmark takes, so the schedule is stepped as in training.
+    cfg.train.epochs, cfg.train.warmup_epochs = 1, 0
     return cfg
 
 
+def steps_taken(args) -> int:
+    """Upper bound on the steps one Trainer takes: the timed rounds plus the two memory steps."""
+    return args.warmup + args.iters + 2
+
+
 class Trainer:
-    """One method's model + SGD; ``step(xs, labels)`` is exactly what the training loop does per batch."""
+    """One method's model, SGD, LR schedule and grad scaler, built as the training loop builds them;
+    ``step(xs, labels)`` is the loop's own ``train_step``."""
 
     def __init__(self, cfg: JobConfig, args):
-        self.method = build_method(cfg)
-        self.net = self.method.build(args.num_classes).to(args.device)
-        if args.device.type == "cuda":
+        self.cfg = cfg
+        self.runtime = LocalRuntime(device=str(args.device), log=lambda msg: None)
+        method = build_method(cfg.method, cfg.model, cfg.data.resolutions)
+        self.net = method.build(args.num_classes).to(args.device)
+        if cfg.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.method.param_groups(self.net, 1e-4), lr=1e-3, momentum=0.9)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.device.type == "cuda"
-                         else contextlib.nullcontext())
+        optimizer = build_optimizer(cfg, method, self.net)
+        self.state = TrainState(net=self.net, model=self.runtime.wrap(self.net), method=method,
+                                optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_taken(args)),
+                                scaler=build_grad_scaler(cfg, args.device))
+        self.steps = 0
 
     def step(self, xs, labels) -> None:
-        with self.autocast:
-            loss = self.method.loss(self.net, self.net(xs), labels).total
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        train_step(self.state, xs, labels, self.cfg, self.runtime, epoch=0, step=self.steps)
+        self.steps += 1
 
 
 def make_batch(args):
@@ -202,7 +218,7 @@ def run(args) -> None:
             rsnet.net.set_route(routes[i % S])
         rsnet.net.set_route(None)
 
-    with torch.no_grad(), rsnet.autocast:
+    with torch.no_grad(), autocast_for(rsnet.cfg, args.device):
         infer = median_times({
             "set_route x1000": switch_many,
             "materialize": lambda: materialize(san.net, smallest),

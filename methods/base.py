@@ -6,20 +6,24 @@ The loop (``orchestrator/loop.py``) never branches on a method's name. Per step 
     out = method.loss(net, logits, labels)          # LossOutput: total + named terms
     out.total.backward(); optimizer.step()          # one backward, one optimiser step
 
-and for evaluation it asks ``method.eval_modes()`` which inference routes to measure.
+and for evaluation it asks ``method.eval_modes(calibrate)`` which inference routes to measure.
+A method reads only its declared options (``methods.catalog``), the model settings and the training
+resolutions, never the rest of a job's config.
 Method-owned state (RS-Net's alpha, SAN's meta nets) lives inside the net built by ``build``, so it is
 checkpointed, optimised and synchronised by DDP like any other parameter.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
-from backbones import MultiResolutionNet
-from orchestrator.schema import JobConfig
+from backbones import ModelConfig, MultiResolutionNet
+
+from .catalog import METHODS, Options
 
 
 @dataclass
@@ -47,13 +51,16 @@ FIXED = EvalMode("fixed", per_row=True)
 
 
 class Method:
-    """Base class; subclasses set ``name`` and override ``build`` and ``loss``."""
+    """Base class; subclasses override ``build`` and ``loss``, and are listed in ``methods.catalog``."""
 
-    name: ClassVar[str]
+    def __init__(self, options: Options, model: ModelConfig, resolutions: Sequence[int]):
+        self.options = options
+        self.model = model
+        self.resolutions = list(resolutions)
 
-    def __init__(self, cfg: JobConfig):
-        self.cfg = cfg
-        self.resolutions = list(cfg.data.resolutions)
+    def build_net_kwargs(self) -> dict:
+        """The model settings every method passes to ``build_net``."""
+        return dict(small_input=self.model.small_input, width=self.model.width)
 
     def build(self, num_classes: int) -> MultiResolutionNet:
         raise NotImplementedError
@@ -61,7 +68,8 @@ class Method:
     def loss(self, net: MultiResolutionNet, logits: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
         raise NotImplementedError
 
-    def eval_modes(self) -> list[EvalMode]:
+    def eval_modes(self, calibrate: bool) -> list[EvalMode]:
+        """The inference routes to measure; ``calibrate``: include BN-recalibrating ones (eval.calibrate)."""
         return [FIXED]
 
     def param_groups(self, net: nn.Module, weight_decay: float) -> list[dict]:
@@ -72,16 +80,14 @@ class Method:
         return {}
 
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
-
-
-def build_method(cfg: JobConfig) -> Method:
+def build_method(method, model: ModelConfig, resolutions: Sequence[int]) -> Method:
+    """The method named ``method.name``, reading its declared options from ``method`` (a job config's
+    ``method:`` section, or any object with those attributes)."""
     try:
-        return METHODS[cfg.method.name](cfg)
+        entry = METHODS[method.name]
     except KeyError:
-        raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {', '.join(METHODS)}") from None
+        raise ValueError(f"unknown method {method.name!r}; choose one of {', '.join(METHODS)}") from None
+    options = entry.options(**{key: getattr(method, key) for key in entry.options.model_fields})
+    module_name, class_name = entry.implementation.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(options, model, resolutions)

@@ -4,17 +4,13 @@ from __future__ import annotations
 from backbones import build_net
 
 from . import losses
-from .base import LossOutput, Method, register
+from .base import LossOutput, Method
 
 
-@register
 class Individual(Method):
-    name = "individual"
 
     def build(self, num_classes):
-        m = self.cfg.model
-        return build_net(m.backbone, num_classes, self.resolutions, norm="plain", small_input=m.small_input,
-                         width=m.width)
+        return build_net(self.model.backbone, num_classes, self.resolutions, bn="shared", **self.build_net_kwargs())
 
     def loss(self, net, logits, labels):
         ce = losses.classification(logits, labels)

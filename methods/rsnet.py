@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import losses
-from .base import LossOutput, register
+from .base import LossOutput
 from .parallel import Parallel
 
 
@@ -21,9 +21,7 @@ class EnsembleWeights(nn.Module):
         self.alpha = nn.Parameter(torch.ones(num_resolutions))
 
 
-@register
 class RSNet(Parallel):
-    name = "rsnet"
 
     def build(self, num_classes):
         net = super().build(num_classes)
@@ -34,7 +32,7 @@ class RSNet(Parallel):
         cls = losses.classification(logits, labels)
         z0 = losses.ensemble_logit(net.mred.alpha, logits)
         ens = F.cross_entropy(z0, labels)
-        dis = losses.distillation(self.cfg.method.distill, z0, logits)
+        dis = losses.distillation(self.options.distill, z0, logits)
         return LossOutput(cls + ens + dis, {"cls": cls.detach(), "ens": ens.detach(), "dis": dis.detach()})
 
     def param_groups(self, net, weight_decay):

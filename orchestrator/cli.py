@@ -6,10 +6,13 @@ import json
 import sys
 from pathlib import Path
 
+from backbones.catalog import BACKBONES, BN_CHOICES
+from methods.catalog import METHODS
+
 
 def _describe(args) -> int:
-    from orchestrator.describe import describe
-    from orchestrator.schema import DataConfig, JobConfig, MethodConfig, ModelConfig
+    from analysis.describe import describe
+    from jobspec import DataConfig, JobConfig, MethodConfig, ModelConfig
 
     cfg = JobConfig(model=ModelConfig(backbone=args.backbone, small_input=args.small_input),
                     method=MethodConfig(name=args.method, bn=args.bn, convs=args.convs, meta_hidden=args.meta_hidden),
@@ -39,16 +42,16 @@ def _pick_job(suite, name: str | None):
 
 
 def _train(args) -> int:
-    from orchestrator.config import load_suite
+    from jobspec import load_suite
     from orchestrator.job import run_job
-    from orchestrator.loop import Runtime
+    from orchestrator.loop import LocalRuntime
 
     suite = load_suite(args.config, args.set, smoke=args.smoke)
     job = _pick_job(suite, args.job)
     out = Path(args.out) if args.out else Path("runs") / suite.name / job.name
     out.mkdir(parents=True, exist_ok=True)
     print(f"job {job.name} (hash {job.hash}) -> {out}")
-    result = run_job(job.config, Runtime(out, device=args.device), job.hash)
+    result = run_job(job.config, LocalRuntime(out, device=args.device), job.hash)
     print(result.matrix.to_text())
     result.matrix.frame.to_csv(out / "matrix.csv", index=False)
     print(f"wrote {out / 'matrix.csv'}")
@@ -56,7 +59,7 @@ def _train(args) -> int:
 
 
 def _run(args) -> int:
-    from orchestrator.config import load_suite
+    from jobspec import load_suite
     from orchestrator.suite import RunOptions, run_suite
 
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
@@ -77,7 +80,7 @@ def _run(args) -> int:
 
 
 def _status(args) -> int:
-    from orchestrator.config import load_suite
+    from jobspec import load_suite
     from orchestrator.status import suite_status
 
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
@@ -100,11 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("describe", help="parameters and MAdds of a method's model (RS-Nets Table 2 style)")
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--method", default="rsnet")
+    p.add_argument("--backbone", required=True, choices=list(BACKBONES))
+    p.add_argument("--method", default="rsnet", choices=list(METHODS))
     p.add_argument("--resolutions", type=int, nargs="+", default=[224, 192, 160, 128, 96])
     p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--bn", default="private", choices=["private", "shared"])
+    p.add_argument("--bn", default="private", choices=BN_CHOICES)
     p.add_argument("--convs", default="meta", choices=["meta", "private"], help="san only")
     p.add_argument("--meta-hidden", type=int, default=0, help="san only")
     p.add_argument("--small-input", action="store_true")
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a clear one-line reason instead of a traceback for known user errors
         from orchestrator.data import DatasetError
         from orchestrator.mlflow_sink import TrackingUnavailable
-        from orchestrator.schema import ConfigError
+        from jobspec import ConfigError
         if isinstance(exc, ConfigError):
             print(f"resolab: config error: {exc}", file=sys.stderr)
             return 2

@@ -1,8 +1,8 @@
 """Datasets, multi-resolution transforms and loaders.
 
 A training sample is one image seen at every training resolution: a tuple of tensors, one per
-resolution, from ONE RandomResizedCrop box and ONE flip decision resized to each size (RS-Nets §3.1,
-DESIGN.md "Data, training"); ``crop="multi"`` draws them independently (RS-Nets Table 6). A
+resolution, from ONE RandomResizedCrop box and ONE flip decision resized to each size (RS-Nets §3.1);
+``crop="multi"`` draws them independently (RS-Nets Table 6). A
 validation sample is the image at every test resolution: shorter side resized to S / 0.875, centre
 crop S. Unlike the papers' reference code, every output is normalised with the ImageNet mean/std.
 
@@ -27,7 +27,7 @@ from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from orchestrator.schema import DataConfig
+from jobspec import DataConfig
 from orchestrator.synthetic import default_synthetic_root, write_synthetic_imagefolder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

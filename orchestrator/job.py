@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from analysis.matrix import Matrix, evaluate_matrix
 from orchestrator.data import build_loader, build_val_dataset
 from orchestrator.loop import Runtime, TrainedJob, calibration_batches_for, train
-from orchestrator.schema import JobConfig
+from jobspec import JobConfig
 
 
 @dataclass
@@ -22,7 +22,7 @@ def evaluate_job(cfg: JobConfig, trained: TrainedJob, runtime: Runtime) -> Matri
     val_set = build_val_dataset(cfg.data, test_resolutions)
     loader = build_loader(val_set, cfg.eval.batch_size, shuffle=False, seed=0, workers=cfg.data.loader_workers,
                           drop_last=False)
-    return evaluate_matrix(trained.net, trained.method.eval_modes(), loader, test_resolutions, runtime.device,
+    return evaluate_matrix(trained.net, trained.method.eval_modes(cfg.eval.calibrate), loader, test_resolutions, runtime.device,
                            calibration_batches=calibration_batches_for(cfg, runtime.device),
                            max_batches=cfg.eval.max_batches)
 

@@ -3,8 +3,10 @@ knows which method it runs.
 
 Where the loop runs (this process, or a Ray Train worker inside a DDP group) is a ``Runtime``: it
 says which rank this is, wraps the model for DDP, hands back a checkpoint to resume from, and takes
-each epoch's metrics and checkpoint. ``Runtime`` itself is the single-process one used by
-``resolab train``; ``orchestrator.ray_job`` provides the Ray Train one.
+each epoch's metrics and checkpoint. ``LocalRuntime`` is the single-process one used by
+``resolab train``; ``orchestrator.ray_job`` provides the Ray ones.
+
+One optimisation step is ``train_step``; ``bench/step_time.py`` times that same function.
 """
 from __future__ import annotations
 
@@ -21,25 +23,29 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from methods import Method, build_method
+from analysis.matrix import diagonal_top1
+from methods import LossOutput, Method, build_method
 from orchestrator import checkpoint as ckpt
 from orchestrator.data import (build_calibration_images, build_calibration_loader, build_loader,
                                build_train_dataset, build_val_dataset, set_epoch)
-from orchestrator.schema import JobConfig
+from jobspec import JobConfig
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf or exceeded train.divergence_threshold."""
 
 
+# ---------------------------------------------------------------- runtimes
+
+
 class Runtime:
-    """Single process, CPU or one GPU. Checkpoints go to ``out_dir/checkpoint/``."""
+    """Where the loop runs. The defaults describe one process (rank 0 of 1, the net used as is);
+    subclasses say where a run resumes from and where each epoch's metrics and checkpoint go."""
 
     rank = 0
     world_size = 1
 
-    def __init__(self, out_dir: Path | None = None, device: str | None = None, log: Callable[[str], None] = print):
-        self.out_dir = Path(out_dir) if out_dir else None
+    def __init__(self, device: str | None = None, log: Callable[[str], None] = print):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.log = log
 
@@ -52,6 +58,21 @@ class Runtime:
 
     def restore(self) -> Path | None:
         """A directory holding checkpoint.pt to resume from, or None to start fresh."""
+        raise NotImplementedError
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        """Take one epoch's metrics and (rank 0) the directory its checkpoint was written to."""
+        raise NotImplementedError
+
+
+class LocalRuntime(Runtime):
+    """Single process, CPU or one GPU. Checkpoints go to ``out_dir/checkpoint/`` (none without out_dir)."""
+
+    def __init__(self, out_dir: Path | None = None, device: str | None = None, log: Callable[[str], None] = print):
+        super().__init__(device=device, log=log)
+        self.out_dir = Path(out_dir) if out_dir else None
+
+    def restore(self) -> Path | None:
         if self.out_dir and (self.out_dir / "checkpoint" / ckpt.CHECKPOINT_FILE).exists():
             return self.out_dir / "checkpoint"
         return None
@@ -63,7 +84,6 @@ class Runtime:
         self.log(f"epoch {metrics['epoch']}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
 
-
 @dataclass
 class TrainedJob:
     net: nn.Module  # the unwrapped MultiResolutionNet
@@ -71,6 +91,20 @@ class TrainedJob:
     num_classes: int
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 0  # where this invocation began: 0 = fresh, e + 1 = resumed after epoch e
+
+
+# ---------------------------------------------------------------- one step
+
+
+@dataclass
+class TrainState:
+    """Everything one optimisation step reads and updates."""
+    net: nn.Module  # the unwrapped MultiResolutionNet: method.loss reads method state (alpha, meta nets) here
+    model: nn.Module  # net as the runtime wrapped it (DDP): the forward goes through it so gradients sync
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
 
 
 def seed_everything(seed: int) -> None:
@@ -85,6 +119,23 @@ def lr_at(step: int, total_steps: int, warmup_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(cfg: JobConfig, method: Method, net: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(method.param_groups(net, cfg.train.weight_decay), lr=cfg.train.lr,
+                           momentum=cfg.train.momentum, nesterov=False)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: JobConfig, steps_per_epoch: int):
+    """Stepped once per optimisation step: warm-up over train.warmup_epochs, then cosine to zero."""
+    total_steps = steps_per_epoch * cfg.train.epochs
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_at(s, total_steps, steps_per_epoch * cfg.train.warmup_epochs))
+
+
+def build_grad_scaler(cfg: JobConfig, device: torch.device) -> torch.amp.GradScaler:
+    # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not (the scaler is then a no-op).
+    return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.train.precision == "fp16")
 
 
 def autocast_for(cfg: JobConfig, device: torch.device):
@@ -106,33 +157,62 @@ def check_finite(loss: torch.Tensor, terms: dict, cfg: JobConfig, epoch: int, st
             "train.warmup_epochs, or check the data.")
 
 
-@torch.no_grad()
-def accuracy_at_training_resolutions(net, loader, resolutions, device, max_batches=None) -> dict[str, float]:
-    """Top-1 of each training slot at its own resolution, for the per-epoch curves."""
-    net.eval()
-    correct = torch.zeros(len(resolutions))
-    seen = 0
-    for i, (xs, labels) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        labels = labels.to(device)
-        for slot, x in enumerate(xs):
-            with net.at_resolution(resolutions[slot], slot=slot):
-                correct[slot] += (net.backbone(x.to(device)).argmax(1) == labels).sum().item()
-        seen += labels.numel()
-    net.train()
-    out = {}
-    for slot, r in enumerate(resolutions):
-        out.setdefault(f"acc1/r{r}", 100.0 * correct[slot].item() / max(1, seen))
+def to_device(xs, labels, cfg: JobConfig, device: torch.device):
+    """A loader batch (one tensor per training resolution, labels) on ``device``, in the step's memory format."""
+    xs = [x.to(device, non_blocking=True) for x in xs]
+    if cfg.train.channels_last:
+        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+    return xs, labels.to(device, non_blocking=True)
+
+
+def train_step(state: TrainState, xs: list[torch.Tensor], labels: torch.Tensor, cfg: JobConfig,
+               runtime: Runtime, epoch: int, step: int) -> LossOutput:
+    """One optimisation step on a batch already on the device: one forward over every training
+    resolution, the method's loss, the divergence check (on every rank, before any weight changes),
+    one backward, the optimiser step and the LR-schedule step. ``epoch`` and ``step`` name the step
+    in a divergence error."""
+    with autocast_for(cfg, runtime.device):
+        out = state.method.loss(state.net, state.model(xs), labels)
+    check_finite(out.total, out.terms, cfg, epoch, step, runtime)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(out.total).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
     return out
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train_epoch(state: TrainState, loader, cfg: JobConfig, runtime: Runtime, epoch: int,
+                steps_per_epoch: int) -> dict[str, float]:
+    """At most ``steps_per_epoch`` steps over ``loader``: the lr reached, throughput and mean loss terms."""
+    set_epoch(loader, epoch)
+    state.model.train()
+    sums: dict[str, float] = {}
+    images, t0 = 0, time.perf_counter()
+    for step, (xs, labels) in enumerate(loader):
+        if step >= steps_per_epoch:
+            break
+        xs, labels = to_device(xs, labels, cfg, runtime.device)
+        out = train_step(state, xs, labels, cfg, runtime, epoch, step)
+        for k, v in {"total": out.total.detach(), **out.terms}.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        images += labels.numel() * runtime.world_size
+    elapsed = time.perf_counter() - t0
+    return {"lr": state.optimizer.param_groups[0]["lr"], "img_per_s": images / max(elapsed, 1e-9),
+            "epoch_time_s": elapsed, **{f"loss/{k}": v / max(1, steps_per_epoch) for k, v in sums.items()}}
 
 
 def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
     device = runtime.device
     seed_everything(cfg.train.seed)
-    method = build_method(cfg)
+    method = build_method(cfg.method, cfg.model, cfg.data.resolutions)
     train_set = build_train_dataset(cfg.data)
-    val_set = build_val_dataset(cfg.data, sorted(set(cfg.data.resolutions), reverse=True))
+    # The per-epoch curves: each training slot at its own resolution.
+    val_resolutions = sorted(set(cfg.data.resolutions), reverse=True)
+    val_set = build_val_dataset(cfg.data, val_resolutions)
     num_classes = cfg.data.num_classes or train_set.num_classes
     per_worker_batch = max(1, cfg.train.batch_size // runtime.world_size)
     loader = build_loader(train_set, per_worker_batch, shuffle=True, seed=cfg.train.seed,
@@ -147,59 +227,31 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
     net = method.build(num_classes).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(method.param_groups(net, cfg.train.weight_decay), lr=cfg.train.lr,
-                                momentum=cfg.train.momentum, nesterov=False)
+    optimizer = build_optimizer(cfg, method, net)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.train.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_at(s, total_steps, steps_per_epoch * cfg.train.warmup_epochs))
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
 
     start_epoch, history = 0, []
     resume_dir = runtime.restore()
     if resume_dir is not None:
-        state = ckpt.load(resume_dir, job_hash, cfg.method.name)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
-        start_epoch, history = int(state["epoch"]) + 1, list(state.get("history", []))
-        runtime.log(f"resumed from {resume_dir} after epoch {state['epoch']}")
+        saved = ckpt.load(resume_dir, job_hash, cfg.method.name)
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        ckpt.set_rng_state(saved["rng"])
+        start_epoch, history = int(saved["epoch"]) + 1, list(saved.get("history", []))
+        runtime.log(f"resumed from {resume_dir} after epoch {saved['epoch']}")
 
-    # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not (the scaler is then a no-op).
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.train.precision == "fp16")
-    model = runtime.wrap(net)
+    scaler = build_grad_scaler(cfg, device)
+    state = TrainState(net=net, model=runtime.wrap(net), method=method, optimizer=optimizer,
+                       scheduler=scheduler, scaler=scaler)
     for epoch in range(start_epoch, cfg.train.epochs):
-        set_epoch(loader, epoch)
-        model.train()
-        sums: dict[str, float] = {}
-        images, t0 = 0, time.perf_counter()
-        for step, (xs, labels) in enumerate(loader):
-            if step >= steps_per_epoch:
-                break
-            xs = [x.to(device, non_blocking=True) for x in xs]
-            if cfg.train.channels_last:
-                xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
-            labels = labels.to(device, non_blocking=True)
-            with autocast_for(cfg, device):
-                out = method.loss(net, model(xs), labels)
-            check_finite(out.total, out.terms, cfg, epoch, step, runtime)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            for k, v in {"total": out.total.detach(), **out.terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            images += labels.numel() * runtime.world_size
-        elapsed = time.perf_counter() - t0
         metrics = {"epoch": epoch, "start_epoch": start_epoch, "world_size": runtime.world_size,
-                   "lr": optimizer.param_groups[0]["lr"], "img_per_s": images / max(elapsed, 1e-9),
-                   "epoch_time_s": elapsed, **{f"loss/{k}": v / max(1, steps_per_epoch) for k, v in sums.items()},
+                   **train_epoch(state, loader, cfg, runtime, epoch, steps_per_epoch),
                    **method.epoch_metrics(net)}
         if runtime.rank == 0:
             t1 = time.perf_counter()
-            metrics.update(accuracy_at_training_resolutions(net, val_loader, cfg.data.resolutions, device,
-                                                            cfg.eval.max_batches))
+            metrics.update(diagonal_top1(net, val_loader, val_resolutions, device, cfg.eval.max_batches))
             metrics["val_time_s"] = time.perf_counter() - t1
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:

@@ -16,11 +16,11 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from analysis.matrix import Matrix
+from analysis.mlflow_batch import log_batched
 from analysis.report import log_matrix
-from orchestrator.config import flatten
+from jobspec import flatten, param_value
 from orchestrator.reuse import copy_run, finished_runs_by_hash
-from orchestrator.tracking import (HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags, log_batched,
-                                   param_value, store_creation_lock)
+from orchestrator.tracking import HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags, store_creation_lock
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets its own level on import
 

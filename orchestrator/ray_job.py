@@ -23,11 +23,11 @@ from pathlib import Path
 from backbones.complexity import count_madds
 from orchestrator import checkpoint as ckpt
 from orchestrator.checkpoint import CheckpointMismatch
-from orchestrator.config import job_from_dict
+from jobspec import job_from_dict
 from orchestrator.data import CorruptImageError, DatasetError
 from orchestrator.job import run_job
 from orchestrator.loop import Runtime, TrainingDiverged
-from orchestrator.schema import ConfigError
+from jobspec import ConfigError
 
 # Fault injection for tests and drills: the named rank exits hard once, at the start of that epoch.
 CRASH_EPOCH_ENV = "RESOLAB_CRASH_AT_EPOCH"
@@ -42,7 +42,7 @@ class _RayRuntime(Runtime):
     """Common to both kinds of Ray runtime: the stable checkpoint directory and fault injection."""
 
     def __init__(self, stable_dir: Path, device: str | None = None):
-        super().__init__(out_dir=None, device=device, log=lambda msg: None)
+        super().__init__(device=device, log=lambda msg: None)
         self.stable_dir = stable_dir
 
     def _ray_checkpoint(self):

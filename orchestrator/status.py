@@ -10,7 +10,8 @@ from orchestrator import checkpoint as ckpt
 from orchestrator.ray_job import job_dir
 from orchestrator.reuse import REUSED_FROM_TAG
 from orchestrator.suite import default_storage
-from orchestrator.tracking import DRIVER_GONE_AFTER_S, HEARTBEAT_TAG, resolve_tracking_uri, store_creation_lock
+from jobspec import resolve_tracking_uri
+from orchestrator.tracking import DRIVER_GONE_AFTER_S, HEARTBEAT_TAG, store_creation_lock
 
 STATE_OF_RUN = {"FINISHED": "done", "RUNNING": "running", "SCHEDULED": "pending", "FAILED": "failed",
                 "KILLED": "failed"}

@@ -1,8 +1,9 @@
 """``resolab run``: a suite as a Ray Tune grid, one trial per job, recorded in MLflow.
 
 Order of work: validate every job (``load_suite``) → check the tracking store → skip jobs whose config
-hash already has a FINISHED run, copy those finished in another suite (``orchestrator.reuse``) → start (or join) Ray → one Tune trial per remaining job, packed by
-the resources each job asks for → the driver records every report in MLflow.
+hash already has a FINISHED run, copy those finished in another suite (``orchestrator.reuse``) → start
+(or join) Ray → one Tune trial per remaining job, packed by the resources each job asks for → the
+driver records every report in MLflow.
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from orchestrator.tracking import resolab_home, resolve_tracking_uri
+from jobspec import resolab_home, resolve_tracking_uri
 
-# Quiet Ray before it is imported anywhere (see shared notes: token warning, duplicated prints).
+# Quiet Ray before it is imported anywhere: no auth-token warning, no duplicated worker prints, no extra
+# Tune loggers or progress bars.
 for _key, _value in {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
                      "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_DEDUP_LOGS": "1",
                      "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",

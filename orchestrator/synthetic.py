@@ -13,7 +13,6 @@ atomically, so several processes (Ray workers, parallel trials) may ask for the 
 from __future__ import annotations
 
 import colorsys
-import dataclasses
 import hashlib
 import json
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from orchestrator.schema import SyntheticConfig
+from jobspec import SyntheticConfig
 
 # Bump when the drawing changes: it is part of the settings hash, so old data is never reused.
 FORMAT_VERSION = 3
@@ -57,7 +56,7 @@ def class_names(num_classes: int) -> list[str]:
 
 
 def settings(cfg: SyntheticConfig, num_classes: int) -> dict:
-    return {**dataclasses.asdict(cfg), "num_classes": num_classes, "format_version": FORMAT_VERSION}
+    return {**cfg.model_dump(), "num_classes": num_classes, "format_version": FORMAT_VERSION}
 
 
 def default_synthetic_root(cfg: SyntheticConfig, num_classes: int = 10) -> Path:

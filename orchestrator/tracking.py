@@ -1,25 +1,25 @@
-"""MLflow conventions: where the store is, and how suites and jobs are recorded there.
+"""MLflow conventions: how suites and jobs are recorded in the tracking store.
 
 Layout: one MLflow experiment per suite (named after the suite); one parent run per ``resolab run``
 invocation (tag resolab.kind=suite); one child run per job (tag resolab.kind=job) carrying:
-- params: the flattened job config, values rendered by ``param_value``;
+- params: the flattened job config, values rendered by ``jobspec.param_value``;
 - tags: ``JOB_TAGS`` below;
 - per-epoch metrics (step = epoch): loss/<term>, acc1/r<res>, lr, img_per_s, mred_weight/r<res>;
 - the final accuracy matrix (``analysis.report.log_matrix``).
 
-The embedded default store is SQLite at ``<project>/.resolab/mlflow.db`` (absolute path, since Ray
-workers change directory). Only the driver creates the database and experiments; workers get ids.
+The embedded default store is SQLite at ``<project>/.resolab/mlflow.db`` (``jobspec.resolve_tracking_uri``
+makes it an absolute path, since Ray workers change directory). Only the driver creates the database
+and experiments; workers get ids.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import os
 import subprocess
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from jobspec import PROJECT_ROOT
+
 # The suite driver stamps its parent run with the time every HEARTBEAT_EVERY_S while it runs; a job
 # whose driver has been silent for DRIVER_GONE_AFTER_S was interrupted (the driver was killed).
 HEARTBEAT_TAG = "resolab.driver_heartbeat"
@@ -27,25 +27,6 @@ HEARTBEAT_EVERY_S = 30.0
 DRIVER_GONE_AFTER_S = 120.0
 JOB_TAGS = ("resolab.kind", "resolab.suite", "resolab.job", "resolab.group", "resolab.method", "resolab.backbone",
             "resolab.config_hash", "resolab.code_version", "resolab.train_resolutions", "resolab.seed", "resolab.tag")
-
-
-def resolab_home() -> Path:
-    """Project-local state (MLflow store, synthetic data, Ray storage); RESOLAB_HOME moves it."""
-    return Path(os.environ.get("RESOLAB_HOME", PROJECT_ROOT / ".resolab")).resolve()
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{resolab_home() / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """--tracking-uri, else MLFLOW_TRACKING_URI, else the project's SQLite file (made absolute)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:  # a bare path means a SQLite file
-        uri = f"sqlite:///{Path(uri).resolve()}"
-    return uri
 
 
 @contextlib.contextmanager
@@ -63,32 +44,6 @@ def store_creation_lock(uri: str):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def param_value(value) -> str:
-    """How a config value is stored as an MLflow param (params are strings)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
-# MLflow's per-call limits of log_batch.
-MAX_METRICS_PER_CALL = 1000
-MAX_PARAMS_PER_CALL = 100
-
-
-def log_batched(client, run_id: str, metrics=(), params=()) -> None:
-    """Metrics and params in as few ``log_batch`` calls as MLflow allows: each call is one write
-    transaction, and SQLite writers are slow."""
-    metrics, params = list(metrics), list(params)
-    for i in range(0, len(metrics), MAX_METRICS_PER_CALL):
-        client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_CALL])
-    for i in range(0, len(params), MAX_PARAMS_PER_CALL):
-        client.log_batch(run_id, params=params[i:i + MAX_PARAMS_PER_CALL])
 
 
 def code_version() -> str:

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from orchestrator.schema import JobConfig
+from jobspec import JobConfig
 
 
 # ---------------------------------------------------------------- tiny training jobs (CPU, seconds)

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import (BUILTIN_SMOKE, ConfigError, config_hash, expand_jobs, flatten,
-                                 job_from_dict, load_suite, unflatten)
-from orchestrator.schema import JobConfig
+from jobspec import BUILTIN_SMOKE, ConfigError, JobConfig, config_hash, expand_jobs, flatten, job_from_dict, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 SAN_TABLE1 = (256, 224, 208, 192, 176, 160, 144, 128, 112, 96, 64)
@@ -221,11 +219,11 @@ def test_job_from_dict_builds_nested_synthetic_and_accepts_dotted_keys():
     assert cfg.data.synthetic.num_train == 10 and cfg.train.epochs == 3
 
 
-def test_flatten_unflatten_round_trip():
+def test_flatten_round_trips_through_dotted_keys():
     cfg = job_from_dict({"data": {"resolutions": [64, 32], "synthetic": {"seed": 4}}})
     flat = flatten(cfg)
     assert flat["data.resolutions"] == [64, 32] and flat["data.synthetic.seed"] == 4
-    assert job_from_dict(unflatten(flat)) == cfg
+    assert job_from_dict(flat) == cfg
 
 
 # ---------------------------------------------------------------- value validation
@@ -333,7 +331,7 @@ def test_inet_set_must_itself_be_ordered(tmp_path):
 
 HASH_SCRIPT = """
 import sys
-from orchestrator.config import load_suite
+from jobspec import load_suite
 print(load_suite(sys.argv[1]).jobs[0].hash)
 """
 
@@ -464,3 +462,34 @@ def test_smoke_still_validates_the_real_suite(tmp_path):
 def test_expand_jobs_is_usable_without_a_file():
     jobs = expand_jobs({"model": {"backbone": "resnet18"}}, grid={"train.seed": [0, 1]})
     assert [j.name for j in jobs] == ["rsnet-resnet18-seed=0", "rsnet-resnet18-seed=1"]
+
+
+# ---------------------------------------------------------------- one source of truth
+
+
+def test_method_section_and_hash_follow_the_method_catalog():
+    from jobspec.hashing import hashed_part
+    from methods.catalog import METHODS
+    from backbones.catalog import BACKBONES
+    declared = {key for entry in METHODS.values() for key in entry.options.model_fields}
+    assert set(JobConfig.model_fields["method"].annotation.model_fields) == {"name"} | declared
+    for name, entry in METHODS.items():
+        tree = job_from_dict({"method": {"name": name}, "data": {"resolutions": [64]}}).to_dict()
+        assert set(hashed_part(tree)["method"]) == {"name"} | set(entry.options.model_fields)
+    with pytest.raises(ConfigError, match="model.backbone"):
+        job_from_dict({"model": {"backbone": "vgg16"}})
+    assert all(job_from_dict({"model": {"backbone": b}}).model.backbone == b for b in BACKBONES)
+
+
+def test_two_methods_declaring_one_switch_differently_is_refused(monkeypatch):
+    from typing import Literal
+
+    from jobspec import schema
+    from methods.catalog import METHODS, MethodEntry, Options
+
+    class Clashing(Options):
+        bn: Literal["private", "shared", "group"] = "group"  # "bn" is already declared with other choices
+
+    monkeypatch.setitem(METHODS, "clashing", MethodEntry("methods.parallel:Parallel", Clashing))
+    with pytest.raises(TypeError, match="'bn'"):
+        schema._method_section()

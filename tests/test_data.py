@@ -17,7 +17,7 @@ from orchestrator.data import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, D
                                MultiResolutionEvalTransform, MultiResolutionTrainTransform,
                                build_calibration_images, build_calibration_loader, build_loader, build_train_dataset,
                                build_val_dataset, resolve_data_root, set_epoch)
-from orchestrator.schema import DataConfig, SyntheticConfig
+from jobspec import DataConfig, SyntheticConfig
 from orchestrator.synthetic import (MARKER, class_names, default_synthetic_root,
                                     write_synthetic_imagefolder)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main as cli_main
-from orchestrator.config import ConfigError, load_suite
+from jobspec import ConfigError, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"

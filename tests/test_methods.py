@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from analysis.matrix import ADAPTIVE_ROW, evaluate_matrix
 from backbones import MetaConv2d, PrivateConv2d, SwitchableBatchNorm2d, build_net, materialize, recalibrate_bn
 from methods import build_method, losses
-from orchestrator.describe import describe
-from orchestrator.schema import JobConfig
+from analysis.describe import describe
+from jobspec import JobConfig
 from tests.test_switchable import randomize_net
 
 RES = [32, 24, 16]
@@ -29,7 +29,8 @@ def fixed_logits(n: int, batch: int = 4, classes: int = 5, seed: int = 0) -> lis
 
 def method_and_net(tiny_job, **overrides):
     torch.manual_seed(0)
-    method = build_method(tiny_job(**overrides))
+    cfg = tiny_job(**overrides)
+    method = build_method(cfg.method, cfg.model, cfg.data.resolutions)
     return method, method.build(num_classes=10)
 
 
@@ -250,7 +251,9 @@ def test_methods_build_the_layers_their_ablation_names(tiny_job, overrides, swit
     ({"method.name": "individual", "data.resolutions": [24]}, ["fixed"]),
 ])
 def test_eval_modes(tiny_job, overrides, modes):
-    assert [m.name for m in build_method(tiny_job(**overrides)).eval_modes()] == modes
+    cfg = tiny_job(**overrides)
+    method = build_method(cfg.method, cfg.model, cfg.data.resolutions)
+    assert [m.name for m in method.eval_modes(cfg.eval.calibrate)] == modes
 
 
 # ---------------------------------------------------------------- paper parameter counts and MAdds
@@ -291,7 +294,7 @@ def test_describe_counts_private_bn_once_per_resolution():
     """RS-Net - one model = (S - 1) extra (gamma, beta) per BN channel, plus S alphas."""
     one = describe(imagenet_job("resnet_tiny", "individual", [32]), 10)["total_params"]
     rsnet = describe(imagenet_job("resnet_tiny", "rsnet", RES), 10)["total_params"]
-    bn_channels = sum(m.num_features for m in build_net("resnet_tiny", 10, [32], norm="plain").modules()
+    bn_channels = sum(m.num_features for m in build_net("resnet_tiny", 10, [32], bn="shared").modules()
                       if isinstance(m, torch.nn.BatchNorm2d))
     assert rsnet - one == 2 * bn_channels * (len(RES) - 1) + len(RES)
 
@@ -310,7 +313,7 @@ def test_matrix_cells_equal_direct_evaluation(tiny_job, method_name):
     loader = [(tuple(torch.randn(6, 3, t, t, generator=g) for t in tests), torch.randint(0, 10, (6,), generator=g))
               for _ in range(2)]
     calibration = {t: [torch.randn(4, 3, t, t, generator=g) for _ in range(2)] for t in tests}
-    matrix = evaluate_matrix(net, method.eval_modes(), loader, tests, torch.device("cpu"),
+    matrix = evaluate_matrix(net, method.eval_modes(calibrate=True), loader, tests, torch.device("cpu"),
                              calibration_batches=lambda t: calibration[t])
 
     def accuracy(model_at):  # model_at(x, T) -> logits; returns (top1 %, top5 %) over the loader at T
@@ -325,7 +328,7 @@ def test_matrix_cells_equal_direct_evaluation(tiny_job, method_name):
 
     checked = 0
     frame = matrix.frame.set_index(["mode", "row", "test_res"])
-    for mode in method.eval_modes():
+    for mode in method.eval_modes(calibrate=True):
         for T in tests:
             if mode.calibrate and T in RES:
                 continue

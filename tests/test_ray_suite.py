@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main as cli_main
-from orchestrator.config import load_suite
+from jobspec import load_suite
 from orchestrator.mlflow_sink import TrackingUnavailable
 from orchestrator.ray_job import CRASH_EPOCH_ENV, CRASH_RANK_ENV, job_dir
 from orchestrator.status import job_states
@@ -228,7 +228,7 @@ def test_two_simulated_nodes_run_one_rank_each(tmp_path):
         import os, ray
         from ray.cluster_utils import Cluster
         from mlflow.tracking import MlflowClient
-        from orchestrator.config import load_suite
+        from jobspec import load_suite
         from orchestrator.suite import RunOptions, run_suite
         cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
         cluster.add_node(num_cpus=1)

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.matrix import COLUMNS, Matrix
 from analysis.report import log_matrix, read_matrix
-from orchestrator.config import load_suite
+from jobspec import load_suite
 from orchestrator.mlflow_sink import SuiteTracking
 from orchestrator.reuse import REUSED_FROM_TAG
 from orchestrator.tracking import job_tags

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from jobspec import load_suite
 from orchestrator import checkpoint as ckpt
-from orchestrator.config import load_suite
 from orchestrator.mlflow_sink import SuiteTracking
 from orchestrator.ray_job import job_dir
 from orchestrator.status import job_states, suite_status

@@ -24,11 +24,12 @@ from mlflow.tracking import MlflowClient
 from analysis import make_tables, table_model, table_render
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
 from analysis.plots import format_madds
+from analysis.describe import describe
+from analysis.mlflow_batch import log_batched
 from analysis.report import log_matrix_metrics
-from orchestrator.config import Job, config_hash, flatten
-from orchestrator.describe import describe
-from orchestrator.schema import DataConfig, EvalConfig, JobConfig, MethodConfig, ModelConfig, TrainConfig
-from orchestrator.tracking import job_tags, log_batched, param_value
+from jobspec import (DataConfig, EvalConfig, Job, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten,
+                     param_value)
+from orchestrator.tracking import job_tags
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = (32, 24, 16)
@@ -43,8 +44,8 @@ R18 = (224, 192, 160, 128, 96)
 def job_config(method: str = "individual", resolutions=TINY, tests=TINY_TESTS, backbone: str = "resnet_tiny",
                seed: int = 0, tag: str = "", num_classes: int | None = None, validate: bool = True,
                **method_or_data) -> JobConfig:
-    method_kw = {k: v for k, v in method_or_data.items() if k in MethodConfig.__dataclass_fields__}
-    data_kw = {k: v for k, v in method_or_data.items() if k in DataConfig.__dataclass_fields__}
+    method_kw = {k: v for k, v in method_or_data.items() if k in MethodConfig.model_fields}
+    data_kw = {k: v for k, v in method_or_data.items() if k in DataConfig.model_fields}
     cfg = JobConfig(model=ModelConfig(backbone=backbone, small_input=backbone == "resnet_tiny"),
                     method=MethodConfig(name=method, **method_kw),
                     data=DataConfig(resolutions=list(resolutions), num_classes=num_classes, **data_kw),

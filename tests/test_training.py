@@ -11,10 +11,10 @@ import torch
 from methods import build_method
 from orchestrator.checkpoint import CheckpointMismatch
 from orchestrator.job import run_job
-from orchestrator.loop import Runtime, TrainingDiverged, train
+from orchestrator.loop import LocalRuntime, TrainingDiverged, train
 
 
-class RecordingRuntime(Runtime):
+class RecordingRuntime(LocalRuntime):
     """The local runtime, also keeping the weights the loop starts from (wrap sees the net before step 0)."""
 
     def __init__(self, out_dir=None):
@@ -80,11 +80,11 @@ def test_every_method_trains_and_yields_its_matrix(tiny_job, tmp_path, case):
     training = sorted(set(cfg.data.resolutions), reverse=True)
     tests = cfg.eval.test_resolutions
     matrix = result.matrix
-    expected_modes = [m.name for m in build_method(cfg).eval_modes()]
+    expected_modes = [m.name for m in build_method(cfg.method, cfg.model, cfg.data.resolutions).eval_modes(cfg.eval.calibrate)]
     assert matrix.modes() == expected_modes
     fixed = matrix.table("fixed")
     assert list(fixed.index) == training and list(fixed.columns) == tests
-    for mode in build_method(cfg).eval_modes():
+    for mode in build_method(cfg.method, cfg.model, cfg.data.resolutions).eval_modes(cfg.eval.calibrate):
         table = matrix.table(mode.name)
         assert list(table.index) == (training if mode.per_row else ["adaptive"]), mode.name
         columns = [t for t in tests if t not in training] if mode.calibrate else tests

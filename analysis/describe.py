@@ -1,11 +1,9 @@
 """``resolab describe``: parameter count and MAdds of a method's model, as in RS-Nets Table 2."""
 from __future__ import annotations
 
-import dataclasses
-
 from backbones.complexity import count_madds, count_params
+from jobspec import JobConfig
 from methods import build_method
-from orchestrator.schema import JobConfig
 
 
 def describe(cfg: JobConfig, num_classes: int) -> dict:
@@ -14,8 +12,7 @@ def describe(cfg: JobConfig, num_classes: int) -> dict:
     individual = cfg.method.name == "individual"
     models = []
     for res in (resolutions if individual else [None]):
-        one = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, resolutions=[res] if res else resolutions))
-        models.append((res, build_method(one).build(num_classes)))
+        models.append((res, build_method(cfg.method, cfg.model, [res] if res else resolutions).build(num_classes)))
     total = sum(count_params(net) for _, net in models)
     madds = {}
     for r in resolutions:

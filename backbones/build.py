@@ -1,0 +1,42 @@
+"""``build_net``: a backbone made resolution-switchable by norm-layer injection and conv surgery.
+
+It is the one entry point: it picks a backbone from ``catalog.BACKBONES`` (a one-line
+registry), injects shared or private (switchable) BN through torchvision's ``norm_layer`` hook, optionally swaps every conv
+for a SAN meta conv or a privatized conv, and wraps the result in a ``MultiResolutionNet``. The FC
+layer is always shared.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from typing import Sequence
+
+import torch.nn as nn
+
+from .catalog import BACKBONES, BN_CHOICES
+from .net import MultiResolutionNet
+from .surgery import to_meta_convs, to_private_convs
+from .switchable import SwitchableBatchNorm2d
+
+CONVS = ("plain", "meta", "private")
+
+
+def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn: str = "private",
+              convs: str = "plain", meta_hidden: int = 0, small_input: bool = False,
+              width: int = 16) -> MultiResolutionNet:
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if bn not in BN_CHOICES:
+        raise ValueError(f"unknown bn {bn!r}; choose one of {', '.join(BN_CHOICES)}")
+    if convs not in CONVS:
+        raise ValueError(f"unknown convs {convs!r}; choose one of {', '.join(CONVS)}")
+    slots = len(resolutions)
+    norm_layer = partial(SwitchableBatchNorm2d, num_slots=slots) if bn == "private" else nn.BatchNorm2d
+    module_name, function = BACKBONES[backbone].builder.split(":")
+    builder = getattr(importlib.import_module(module_name), function)
+    model = builder(num_classes=num_classes, norm_layer=norm_layer, small_input=small_input, width=width)
+    if convs == "meta":
+        to_meta_convs(model, hidden=meta_hidden)
+    elif convs == "private":
+        to_private_convs(model, num_slots=slots)
+    return MultiResolutionNet(model, resolutions)

@@ -1,0 +1,204 @@
+"""The typed shape of one job's configuration: every key a user may write, nothing else.
+
+A job is everything needed to train and evaluate one model: which backbone, which method and its
+ablation switches, which data at which resolutions, how to optimise, how to evaluate, and what
+resources to run on. The ``model:`` section and the backbone choices come from
+``backbones.catalog``; the ``method:`` section is derived from ``methods.catalog`` (the name, and
+every switch some method declares). Types, choices and bounds are checked by pydantic on
+construction; ``JobConfig.validate`` re-checks them (configs are mutable) and adds the rules that
+span sections.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from backbones.catalog import BACKBONES, ModelConfig
+from methods.catalog import METHODS
+
+from .errors import ConfigError, message_from
+
+
+def _integral_float_to_int(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# PyYAML follows YAML 1.1, where "1e-4" (no dot) is a string; YAML 1.2 and every user read it as a
+# number, so float fields accept exactly that spelling.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
+def _exponent_string_to_float(value):
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+        return float(value)
+    return value
+
+
+# Strict types (true is not an int, "5" is not a number), with two lossless exceptions: 2.0 for an int
+# and "1e-4" for a float. Ints given for a float become floats, so 1 and 1.0 hash the same.
+Int = Annotated[int, BeforeValidator(_integral_float_to_int)]
+Float = Annotated[float, BeforeValidator(_exponent_string_to_float)]
+PositiveInt = Annotated[Int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_subsections(cls, data):
+        """An empty section ("train:" with nothing under it) is all defaults."""
+        if isinstance(data, dict):
+            return {k: {} if v is None and _is_section(cls, k) else v for k, v in data.items()}
+        return data
+
+
+def _is_section(cls: type[BaseModel], name: str) -> bool:
+    field = cls.model_fields.get(name)
+    return field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+
+
+def _method_section() -> type[Section]:
+    """``method.name`` plus every switch of every method, each declared once with one type and default."""
+    fields: dict[str, tuple] = {"name": (Literal[tuple(METHODS)], "rsnet")}
+    owners: dict[str, str] = {}
+    for method, entry in METHODS.items():
+        for key, info in entry.options.model_fields.items():
+            declared = (info.annotation, info.default, info.metadata)
+            if key in owners:
+                first = METHODS[owners[key]].options.model_fields[key]
+                if (first.annotation, first.default, first.metadata) != declared:
+                    raise TypeError(f"methods {owners[key]} and {method} declare option {key!r} differently")
+                continue
+            owners[key] = method
+            fields[key] = (info.annotation, info)
+    return create_model("MethodConfig", __base__=Section, **fields)
+
+
+MethodConfig = _method_section()
+
+
+class SyntheticConfig(Section):
+    num_train: PositiveInt = 2000
+    num_val: PositiveInt = 500
+    min_size: Int = 64
+    max_size: Int = 128
+    seed: Int = 0
+
+
+class DataConfig(Section):
+    dataset: Literal["synthetic", "imagefolder"] = "synthetic"
+    # ImageFolder root with train/ and val/ (ImageNet layout); for synthetic, where it is written
+    # (default: <project>/.resolab/data/synthetic-<hash of the synthetic settings>).
+    root: str | None = None
+    num_classes: Int | None = None  # None: taken from the dataset
+    resolutions: list[Int] = [224, 192, 160, 128, 96]  # large to small
+    crop: Literal["single", "multi"] = "single"  # one RandomResizedCrop + flip for all resolutions, or one each
+    loader_workers: Int = 2
+    # Cap the number of images used (train, val); None = all. For smoke runs.
+    limit_train: Int | None = None
+    limit_val: Int | None = None
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class TrainConfig(Section):
+    epochs: PositiveInt = 120
+    batch_size: PositiveInt = 256  # per job (split across workers)
+    lr: Annotated[Float, Field(gt=0)] = 0.1
+    momentum: Float = 0.9
+    weight_decay: Float = 1e-4
+    warmup_epochs: Int = 0
+    seed: Int = 0
+    max_steps_per_epoch: Int | None = None  # None: a full pass over the training set
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on GPU
+    channels_last: bool = False
+    # A loss above this (or NaN/inf) fails the job with a clear reason.
+    divergence_threshold: Float = 1e4
+
+
+class EvalConfig(Section):
+    # None: SAN Table 1's list scaled by max(train resolutions) / 224.
+    test_resolutions: list[Int] | None = None
+    calib_batches: Int = 8  # SAN ideal + BN recalibration: training batches at the test resolution
+    calibrate: bool = True  # also evaluate SAN "ideal + calibrated BN" (costs calib_batches per cell)
+    max_batches: Int | None = None  # cap validation batches (smoke runs)
+    batch_size: PositiveInt = 256
+
+
+class ResourcesConfig(Section):
+    workers: PositiveInt = 1  # Ray Train workers (DDP ranks) for this job
+    cpus_per_worker: Annotated[Float, Field(ge=0)] = 1.0
+    gpus_per_worker: Annotated[Float, Field(ge=0)] = 0.0  # fractional values share one GPU between small jobs
+    max_failures: Int = 2  # worker-group restarts from the last checkpoint
+
+
+class JobConfig(Section):
+    model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()  # type: ignore[valid-type]
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    # Free-form label for grouping in tables (e.g. "table5/vanilla"); not part of the model.
+    tag: str = ""
+
+    @classmethod
+    def parse(cls, tree: dict) -> "JobConfig":
+        """A nested dict -> JobConfig; a ConfigError names the first bad key, its value and the fix."""
+        try:
+            return cls.model_validate(tree)
+        except ValidationError as e:
+            raise ConfigError(message_from(e, cls, tree, VALID_KEYS)) from None
+
+    def to_dict(self) -> dict:
+        return self.model_dump()
+
+    def test_resolutions(self) -> list[int]:
+        """The evaluation columns: configured, or SAN Table 1's list scaled to the training range."""
+        if self.eval.test_resolutions:
+            return list(self.eval.test_resolutions)
+        san_table1 = (256, 224, 208, 192, 176, 160, 144, 128, 112, 96, 64)
+        scale = max(self.data.resolutions) / 224
+        return sorted({max(8, round(t * scale)) for t in san_table1}, reverse=True)
+
+    def validate(self) -> "JobConfig":
+        """Every field's type, choice and bound again, then the rules across fields; ConfigError names the key."""
+        JobConfig.parse(self.to_dict())
+        res = self.data.resolutions
+        if not res:
+            raise ConfigError("data.resolutions is empty: give at least one training resolution, e.g. [64, 48, 32]")
+        if any(r <= 0 for r in res):
+            raise ConfigError(f"data.resolutions must be positive integers, got {res}")
+        if list(res) != sorted(res, reverse=True):
+            raise ConfigError(f"data.resolutions must be listed large to small, got {res}; write {sorted(res, reverse=True)}")
+        if self.method.name == "individual" and len(res) != 1:
+            raise ConfigError(
+                f"method.name=individual trains one resolution per job, got data.resolutions={res}; "
+                "a suite expands an I-Net set into one job per resolution")
+        if self.eval.test_resolutions is not None and (
+                not self.eval.test_resolutions or any(r <= 0 for r in self.eval.test_resolutions)):
+            raise ConfigError(f"eval.test_resolutions must be a non-empty list of positive integers, got {self.eval.test_resolutions}")
+        if self.data.dataset == "imagefolder" and not self.data.root:
+            raise ConfigError("data.dataset=imagefolder needs data.root: a folder holding train/<class>/ and val/<class>/")
+        if self.resources.gpus_per_worker > 1 and self.resources.gpus_per_worker != int(self.resources.gpus_per_worker):
+            raise ConfigError("resources.gpus_per_worker above 1 must be a whole number")
+        if self.data.synthetic.min_size > self.data.synthetic.max_size:
+            raise ConfigError("data.synthetic.min_size must be <= data.synthetic.max_size")
+        return self
+
+
+def _keys(model: type[BaseModel], prefix: str = ""):
+    for name, field in model.model_fields.items():
+        yield prefix + name
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _keys(field.annotation, f"{prefix}{name}.")
+
+
+VALID_KEYS: tuple[str, ...] = tuple(_keys(JobConfig))  # every dotted key a user may write: sections and leaves
+
+__all__ = ["BACKBONES", "METHODS", "ConfigError", "DataConfig", "EvalConfig", "JobConfig", "MethodConfig",
+           "ModelConfig", "ResourcesConfig", "SyntheticConfig", "TrainConfig", "VALID_KEYS"]

@@ -1,0 +1,84 @@
+"""Suite files (``experiments/*.yaml``) → validated, named, hashed jobs.
+
+A suite file describes a grid of jobs::
+
+    # Header comment: what it reproduces, the exact command, the expected runtime.
+    name: rsnets_table5                  # suite name = MLflow experiment name; required unless inherited
+    description: "RS-Nets Table 5: MRED variants, ResNet-18"
+    extends: base/imagenet.yaml          # optional; relative to THIS file; or a list; chains allowed
+    job:                                 # a partial JobConfig (see jobspec.schema)
+      model: {backbone: resnet18}
+      train: {epochs: 120}
+    grid:                                # dotted key -> list of values; cartesian product
+      method.distill: [full, vanilla, from_models, from_largest]
+      train.seed: [0, 1]
+    cases:                               # list of dotted overrides, or a mapping name -> overrides;
+      - {method.name: individual}        # every case is crossed with the grid
+      - {method.name: rsnet, method.distill: full}
+    smoke:                               # dotted overrides on top of BUILTIN_SMOKE when smoke=True
+      data.resolutions: [32, 24, 16]
+
+Reading and ``extends``: ``jobspec.suite_file``; expansion, smoke and overrides: ``jobspec.expand``;
+names: ``jobspec.naming``; the hash: ``jobspec.hashing``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ConfigError
+from .expand import expand_jobs, parse_overrides
+from .naming import NAME_PREFIX_KEYS, Job, cell
+from .suite_file import load_layers, read_header
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    path: Path
+    jobs: list[Job]
+    header: str = ""  # the file's leading comment block, without the '# '
+
+    def table(self) -> str:
+        """A fixed-width table of the jobs, for --dry-run."""
+        point_keys = [k for k in (self.jobs[0].point if self.jobs else {})
+                      if k not in NAME_PREFIX_KEYS and k != "data.resolutions"]
+        header = ["name", "method", "backbone", "resolutions", *point_keys, "hash"]
+        rows = [[job.name, job.config.method.name, job.config.model.backbone,
+                 cell(job.config.data.resolutions), *(cell(job.point.get(k)) for k in point_keys),
+                 job.hash] for job in self.jobs]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+        def line(cells):
+            return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+        title = f"{self.name}: {len(self.jobs)} job{'s' * (len(self.jobs) != 1)} ({self.path})"
+        return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def load_suite(path: str | Path, overrides: Sequence[str] = (), smoke: bool = False) -> Suite:
+    """Read, merge, expand and validate a suite file; every problem is a ConfigError naming the file.
+
+    overrides: CLI ``key=value`` strings; an override replaces a grid axis (or case value) on the
+    same key by that single value. smoke: make every job tiny (BUILTIN_SMOKE, then the file's
+    ``smoke:`` block, then the overrides). The real suite is validated even for a smoke run.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"suite file {path} does not exist")
+    raw = load_layers(path)
+    name = raw.get("name")
+    if not name:
+        raise ConfigError(f"{path}: no 'name' (give one here or in a file it extends)")
+    parsed_overrides = parse_overrides(overrides)
+    args = dict(job=raw.get("job", {}), grid=raw.get("grid"), cases=raw.get("cases"), overrides=parsed_overrides)
+    try:
+        jobs = expand_jobs(**args)
+        if smoke:
+            jobs = expand_jobs(**args, smoke=True, smoke_block=raw.get("smoke"))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return Suite(name=name, description=raw.get("description") or "", path=path, jobs=jobs,
+                 header=read_header(path))
