@@ -11,15 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field
 @dataclass(frozen=True)
 class Backbone:
     builder: str  # "module:function", imported only when a net is built
-    reads_width: bool = False  # whether ``model.width`` changes the net (and so its config hash)
+    # The ``model.*`` settings, beyond backbone and small_input, that change this net (and so its
+    # config hash); the others are inert for it.
+    reads: tuple[str, ...] = ()
 
 
 BACKBONES: dict[str, Backbone] = {
     "resnet18": Backbone("backbones.resnet:build_resnet18"),
     "resnet50": Backbone("backbones.resnet:build_resnet50"),
     "mobilenet_v2": Backbone("backbones.mobilenet:build_mobilenet_v2"),
-    "resnet_tiny": Backbone("backbones.resnet:build_resnet_tiny", reads_width=True),
+    "resnet_tiny": Backbone("backbones.resnet:build_resnet_tiny", reads=("width",)),
 }
+
+ALWAYS_READ = ("backbone", "small_input")
 
 # One word for the BN choice everywhere: one BN slot per training resolution, or one shared by all.
 BN_CHOICES = ("private", "shared")

@@ -4,7 +4,7 @@ A job that differs only in where it runs, how data is read or its label is the s
 checkpoint, not trained twice, reused across suites). The synthetic dataset's ``data.root`` is
 ignored too, since its content is defined by its own settings; an ImageFolder root names the data
 itself and is hashed. Of the ``method:`` section, only the switches the method declares (in
-``methods.catalog``) count, and ``model.width`` only for a backbone that reads it.
+``methods.catalog``) count, and of the ``model:`` section only what the backbone reads.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 
-from backbones.catalog import BACKBONES
+from backbones.catalog import ALWAYS_READ, BACKBONES
 from methods.catalog import METHODS
 
 NOT_HASHED = ("resources", "data.loader_workers", "tag")
@@ -36,8 +36,8 @@ def hashed_part(tree: Mapping) -> dict:
     if entry is not None:
         d["method"] = {k: v for k, v in method.items() if k == "name" or k in entry.options.model_fields}
     backbone = BACKBONES.get(model.get("backbone"))
-    if backbone is not None and not backbone.reads_width:
-        model.pop("width", None)
+    if backbone is not None:
+        d["model"] = {k: v for k, v in model.items() if k in ALWAYS_READ or k in backbone.reads}
     return d
 
 
