@@ -3,6 +3,7 @@
     python analysis/make_tables.py                      # every table whose suite has runs
     python analysis/make_tables.py rsnets_table2 --format latex --out tables/
     python analysis/make_tables.py quickstart --suite my_suite --no-log
+    python analysis/make_tables.py rsnets_table2 --ci   # 95% paired-bootstrap intervals on the gains
     python analysis/make_tables.py --list
 
 Reads FINISHED job runs (tag resolab.kind = job) of each table's suite (= MLflow experiment), newest
@@ -13,6 +14,7 @@ newest parent run (tag resolab.kind = suite), or of a run named ``tables`` creat
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +39,9 @@ from jobspec import PROJECT_ROOT, resolve_tracking_uri
 JOB_FILTER = "tags.`resolab.kind` = 'job'"
 QUICKSTART_COMMAND = "resolab run experiments/quickstart.yaml"
 FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}  # --format -> file extension (table_render.RENDERERS)
+# Builders that read per-image predictions or other run artifacts declare these keywords; the others
+# never see them.
+PER_IMAGE_OPTIONS = ("predictions", "ci", "gap_cdf")
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,9 @@ class TableSpec:
 
     def build(self, *args, **kwargs):
         from analysis.tables import BUILDERS
-        return BUILDERS[self.builder](*args, **kwargs)
+        builder = BUILDERS[self.builder]
+        taken = inspect.signature(builder).parameters
+        return builder(*args, **{k: v for k, v in kwargs.items() if k not in PER_IMAGE_OPTIONS or k in taken})
 
 
 TABLES = {spec.name: spec for spec in [
@@ -59,10 +66,14 @@ TABLES = {spec.name: spec for spec in [
     TableSpec("san_table5", ("san_table5",), "san_table5", "accuracy drop of MLP 8 / 16 meta networks vs linear"),
     TableSpec("san_table6", ("san_table6",), "san_table6", "I-Nets vs SAN at large training resolutions"),
     TableSpec("san_table7", ("san_table7",), "san_table7", "SAN at its largest training resolution (+ FixRes runs)"),
+    TableSpec("rsnets_table1", ("rsnets_table2",), "rsnets_table1", "share of images right at one resolution, wrong at another (per-image predictions)"),
     TableSpec("rsnets_table2", ("rsnets_table2",), "rsnets_table2", "I-Nets, I-max, Parallel, RS-Net: top-1/top-5, gains, MAdds, params"),
+    TableSpec("rsnets_table4", ("rsnets_table4",), "rsnets_table4", "MobileNetV2: adjusting width (I-Nets-w, published S/US) vs resolution (I-Nets-r, RS-Net)"),
     TableSpec("rsnets_table5", ("rsnets_table5",), "rsnets_table5", "MRED distillation variants vs full"),
-    TableSpec("rsnets_table6", ("rsnets_table6",), "rsnets_table6", "multi/single resolution x single/multi crop"),
+    TableSpec("rsnets_table6", ("rsnets_table6",), "rsnets_table6", "multi/single resolution x single/multi crop (single-res single-crop = I-Nets)"),
+    TableSpec("rsnets_fig3", ("rsnets_fig3",), "rsnets_fig3", "GAP activation CDFs under train vs test pre-processing"),
     TableSpec("rsnets_fig4", ("rsnets_fig4",), "rsnets_fig4", "shared vs private BN; RS-Net interpolated BN vs I-Nets"),
+    TableSpec("rsnets_fig5", ("rsnets_fig5",), "rsnets_fig5", "parallel training on pairs and larger sets: top-1 change over each I-Net"),
     TableSpec("fig1", ("san_table1", "rsnets_table2"), "fig1", "accuracy vs test resolution, and top-1 vs MAdds"),
     TableSpec("quickstart", ("quickstart",), "quickstart", "the quickstart suite: Table-2 layout + I-Nets/SAN matrices"),
 ]}
@@ -80,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-log", action="store_true", help="do not log the tables to the suite's parent run")
     parser.add_argument("--digits", type=int, help="decimals of accuracies (default: 2 for SAN tables, 1 for RS-Nets)")
     parser.add_argument("--list", action="store_true", help="list the known tables and the suites they read")
+    parser.add_argument("--ci", action="store_true", help="add a 95%% paired-bootstrap interval over validation images "
+                                                          "to every top-1 gain over I-Nets (needs per-image predictions)")
+    parser.add_argument("--ci-resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     return parser
 
 
@@ -192,9 +206,24 @@ def log_table(client: MlflowClient, suite: str, table: Table) -> str:
 
 
 def list_tables() -> str:
+    """Every table and figure of both papers: the builder, the suite(s) it reads, what it shows."""
+    from analysis.paper_items import ITEMS
+
     width = max(map(len, TABLES))
-    return "\n".join(f"{spec.name:<{width}}  suite(s): {', '.join(spec.suites):<28}  {spec.about}"
-                      for spec in TABLES.values())
+    lines, listed = [], set()
+    for item in ITEMS:
+        spec = TABLES.get(item.table)
+        where = f"{item.paper} {item.item}"
+        if spec is None:
+            reason = item.why_not or "not built yet"
+            lines.append(f"{where:<22}  {'-':<{width}}  {reason}")
+            continue
+        listed.add(spec.name)
+        lines.append(f"{where:<22}  {spec.name:<{width}}  suite(s): {', '.join(spec.suites):<28}  {spec.about}")
+    for spec in TABLES.values():
+        if spec.name not in listed:
+            lines.append(f"{'(resolab)':<22}  {spec.name:<{width}}  suite(s): {', '.join(spec.suites):<28}  {spec.about}")
+    return "\n".join(lines)
 
 
 def _say(text: str) -> None:
@@ -254,6 +283,10 @@ def _make_tables(args, uri: str, client, runs: SuiteRuns) -> int:
     def suites_of(spec: TableSpec) -> tuple[str, ...]:
         return (args.suite,) if args.suite else spec.suites
 
+    from analysis.report import read_gap_cdf, read_predictions
+
+    per_image = {"predictions": RunArtifact(client, read_predictions), "ci": _bootstrap(args),
+                 "gap_cdf": RunArtifact(client, read_gap_cdf)}
     names = args.tables or [spec.name for spec in TABLES.values() if any(map(runs.has, suites_of(spec)))]
     if not names and args.suite and runs.has(args.suite):
         names = ["quickstart"]  # a suite of its own: the generic I-Nets vs methods overview
@@ -267,7 +300,8 @@ def _make_tables(args, uri: str, client, runs: SuiteRuns) -> int:
             _say(f"{name}: no finished job runs in suite {' / '.join(suites_of(spec))} of {uri} — run: "
                  + " or ".join(run_command(s) for s in suites_of(spec)))
             continue
-        table = _build(spec, [runs(s) for s in suites], [run_command(s) for s in suites_of(spec)], args.digits)
+        table = _build(spec, [runs(s) for s in suites], [run_command(s) for s in suites_of(spec)], args.digits,
+                       per_image)
         _emit(table, args.format, header=printed == 0)
         printed += 1
         if args.out:
@@ -278,11 +312,31 @@ def _make_tables(args, uri: str, client, runs: SuiteRuns) -> int:
     return 0 if printed else 1
 
 
-def _build(spec: TableSpec, frames: list, commands: list[str], digits: int | None):
+def _build(spec: TableSpec, frames: list, commands: list[str], digits: int | None, per_image: dict):
     import pandas as pd
 
     kwargs = {"digits": digits} if digits is not None else {}
-    return spec.build(pd.concat(frames, ignore_index=True), commands, **kwargs)
+    return spec.build(pd.concat(frames, ignore_index=True), commands, **kwargs, **per_image)
+
+
+def _bootstrap(args):
+    if not args.ci:
+        return None
+    from analysis.bootstrap import Bootstrap
+    return Bootstrap(resamples=args.ci_resamples)
+
+
+class RunArtifact:
+    """One artifact of each run (``reader(client, run_id)``), downloaded once per invocation; None for a
+    run without it."""
+
+    def __init__(self, client, reader):
+        self.client, self.reader, self.cache = client, reader, {}
+
+    def __call__(self, run_id: str):
+        if run_id not in self.cache:
+            self.cache[run_id] = self.reader(self.client, run_id)
+        return self.cache[run_id]
 
 
 def _emit(table, fmt: str, header: bool) -> None:

@@ -9,6 +9,9 @@ Cost: every validation image is decoded once and resized to all test resolutions
 a route (e.g. SAN proxy at T and the fixed row S(T) at T, or ideal at a training resolution) are
 evaluated once. "ideal_calib" cells are measured at test resolutions outside the training set only
 (SAN Table 2); at a training resolution BN statistics already match.
+
+The same pass keeps every image's top-1 class per cell (``Matrix.predictions``, the layout of
+``analysis.predictions``): per-image analyses (RS-Nets Table 1, bootstrap intervals) need no second forward.
 """
 from __future__ import annotations
 
@@ -19,16 +22,18 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from analysis.predictions import ADAPTIVE_ROW, predictions_frame
 from backbones import MultiResolutionNet, Route, materialize, recalibrate_bn
 from methods import FIXED, EvalMode
 
-ADAPTIVE_ROW = 0
 COLUMNS = ["mode", "row", "test_res", "top1", "top5"]
 
 
 @dataclass
 class Matrix:
     frame: pd.DataFrame  # long form, COLUMNS
+    predictions: pd.DataFrame | None = None  # per-image top-1 of every cell (analysis.predictions), when evaluated
+    gap_cdf: pd.DataFrame | None = None  # GAP activation quantiles (orchestrator.gap_features), when eval.gap_cdf
 
     def table(self, mode: str = "fixed", metric: str = "top1") -> pd.DataFrame:
         """Wide view: one row per training resolution (or 'adaptive'), one column per test resolution."""
@@ -83,8 +88,9 @@ def diagonal_cells(net: MultiResolutionNet) -> Cells:
 
 def _count_hits(net: MultiResolutionNet, cells: Cells, val_loader, test_resolutions: Sequence[int],
                 device: torch.device, calibration_batches: Callable[[int], list] | None,
-                max_batches: int | None) -> tuple[dict, int]:
-    """One pass over ``val_loader``: {cell: (top-1 hits, top-5 hits)} and the number of images seen."""
+                max_batches: int | None, keep_predictions: bool = False) -> tuple[dict, int, pd.DataFrame | None]:
+    """One pass over ``val_loader``: {cell: (top-1 hits, top-5 hits)}, the number of images seen and,
+    with ``keep_predictions``, every image's top-1 class per cell."""
     net.eval()
     keys = {}  # unique (T, route, calibrate) -> index
     for (_, _, T), (route, calibrate) in cells.items():
@@ -105,6 +111,8 @@ def _count_hits(net: MultiResolutionNet, cells: Cells, val_loader, test_resoluti
     top1 = torch.zeros(len(keys))
     top5 = torch.zeros(len(keys))
     seen = 0
+    labels_seen: list[torch.Tensor] = []
+    predicted: dict[int, list[torch.Tensor]] = {idx: [] for idx in keys.values()}
     column = {T: i for i, T in enumerate(test_resolutions)}
     for b, (xs, labels) in enumerate(val_loader):
         if max_batches is not None and b >= max_batches:
@@ -124,25 +132,35 @@ def _count_hits(net: MultiResolutionNet, cells: Cells, val_loader, test_resoluti
             hit = topk == labels[:, None]
             top1[idx] += hit[:, 0].sum().item()
             top5[idx] += hit.any(dim=1).sum().item()
+            if keep_predictions:
+                predicted[idx].append(topk[:, 0].cpu())  # the class the top-1 hit above was counted on
+        if keep_predictions:
+            labels_seen.append(labels.cpu())
         seen += labels.numel()
-    hits = {}
+    hits, cell_predictions = {}, {}
     for key, (route, calibrate) in cells.items():
         idx = keys[(key[2], route, calibrate)]
         hits[key] = (top1[idx].item(), top5[idx].item())
-    return hits, seen
+        if keep_predictions and seen:
+            cell_predictions[key] = torch.cat(predicted[idx]).numpy()
+    if not (keep_predictions and seen):
+        return hits, seen, None
+    return hits, seen, predictions_frame(torch.cat(labels_seen).numpy(), cell_predictions)
 
 
 @torch.no_grad()
 def evaluate_cells(net: MultiResolutionNet, cells: Cells, val_loader, test_resolutions: Sequence[int],
                    device: torch.device, *, calibration_batches: Callable[[int], list] | None = None,
                    max_batches: int | None = None) -> Matrix:
-    """Evaluate ``cells`` in one pass over ``val_loader`` (batches: (tuple over test_resolutions, labels))."""
-    hits, seen = _count_hits(net, cells, val_loader, test_resolutions, device, calibration_batches, max_batches)
+    """Evaluate ``cells`` in one pass over ``val_loader`` (batches: (tuple over test_resolutions, labels)),
+    keeping each image's top-1 class per cell in ``Matrix.predictions``."""
+    hits, seen, predictions = _count_hits(net, cells, val_loader, test_resolutions, device, calibration_batches,
+                                          max_batches, keep_predictions=True)
     if seen == 0:
         raise ValueError("the validation loader yielded no images")
     records = [(mode, int(row), int(T), 100.0 * h1 / seen, 100.0 * h5 / seen)
                for (mode, row, T), (h1, h5) in hits.items()]
-    return Matrix(pd.DataFrame.from_records(records, columns=COLUMNS))
+    return Matrix(pd.DataFrame.from_records(records, columns=COLUMNS), predictions)
 
 
 def evaluate_matrix(net: MultiResolutionNet, modes: Sequence[EvalMode], val_loader, test_resolutions: Sequence[int],
@@ -164,7 +182,7 @@ def diagonal_top1(net: MultiResolutionNet, val_loader, test_resolutions: Sequenc
     """
     was_training = net.training
     try:
-        hits, seen = _count_hits(net, diagonal_cells(net), val_loader, test_resolutions, device, None, max_batches)
+        hits, seen, _ = _count_hits(net, diagonal_cells(net), val_loader, test_resolutions, device, None, max_batches)
     finally:
         net.train(was_training)
     top1 = {row: h1 for (_, row, _), (h1, _) in hits.items()}

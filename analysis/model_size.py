@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 
 import pandas as pd
+import yaml
 
 from analysis import plots
 from analysis.runs import resolutions_of
@@ -30,27 +31,36 @@ def num_classes_of(run: pd.Series) -> tuple[int, str | None]:
 
 
 @functools.lru_cache(maxsize=None)
-def _describe(backbone: str, small_input: bool, width: int, method: str, bn: str, convs: str, meta_hidden: int,
+def _describe(model: tuple[tuple[str, object], ...], method: tuple[tuple[str, object], ...],
               resolutions: tuple[int, ...], num_classes: int) -> dict:
     from analysis.describe import describe  # builds models: torch only when a table needs sizes
 
-    cfg = JobConfig(model=ModelConfig(backbone=backbone, small_input=small_input, width=width),
-                    method=MethodConfig(name=method, bn=bn, convs=convs, meta_hidden=meta_hidden),
+    cfg = JobConfig(model=ModelConfig(**dict(model)), method=MethodConfig(**dict(method)),
                     data=DataConfig(resolutions=list(resolutions)))
     return describe(cfg, num_classes)
 
 
+def _section(run: pd.Series, section: str, fields) -> tuple[tuple[str, object], ...]:
+    """The run's ``section.*`` params as config values (params are YAML-readable strings)."""
+    values = ((name, run.get(f"params.{section}.{name}")) for name in fields)
+    return tuple((name, yaml.safe_load(value)) for name, value in values if isinstance(value, str))
+
+
 def describe_run(run: pd.Series, notes: Notes, method: str | None = None,
-                 resolutions: list[int] | None = None) -> dict:
-    """``resolab describe`` of the run's model (or of ``method`` at ``resolutions`` on its backbone)."""
+                 resolutions: list[int] | None = None, **model) -> dict:
+    """``resolab describe`` of the run's model (or of ``method`` at ``resolutions`` on its backbone,
+    with ``model`` settings such as ``width_mult`` replaced)."""
     classes, footnote = num_classes_of(run)
     if footnote:
         notes.add(footnote)
     p = run.get
+    method_items = dict(_section(run, "method", MethodConfig.model_fields))
+    if method:
+        method_items["name"] = method
     try:
-        return _describe(p("params.model.backbone"), p("params.model.small_input") == "true", int(p("params.model.width")),
-                         method or p("params.method.name"), p("params.method.bn"), p("params.method.convs"),
-                         int(p("params.method.meta_hidden")), tuple(resolutions or resolutions_of(run)), classes)
+        model_items = {**dict(_section(run, "model", ModelConfig.model_fields)), **model}
+        return _describe(tuple(model_items.items()), tuple(method_items.items()),
+                         tuple(resolutions or resolutions_of(run)), classes)
     except Exception as exc:  # noqa: BLE001 — a size we cannot count must not cost the accuracies
         notes.add(f"note: cannot describe {p('params.model.backbone')} / {method or p('params.method.name')}: {exc}")
         return {"madds": {}, "total_params_M": None}

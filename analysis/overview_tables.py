@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from analysis import plots
+from analysis import plots, published
 from analysis.model_size import describe_run, madds_text
 from analysis.report import FIXED_MODE
 from analysis.rsnets_tables import table2_panel
@@ -47,10 +47,28 @@ def _fig1_panel(ctx: Context, table: Table, backbone: str) -> Panel | None:
                 madds_curves[label].add(madds[str(r)], stat)
         rows.append(cells)
     right = [c.curve(dashed=c.label == "I-Nets") for c in madds_curves.values() if c.x]
+    right += _published_width_curves(ctx, first_run(inets, *(g for _, g in models)), backbone, max(train))
     left = _resolution_curves(ctx, dict(models)["SAN"], inets, train)
     table.figures[f"fig1_{backbone}"] = functools.partial(plots.fig1, left, right, f"Fig. 1 — {backbone}")
     return Panel(f"{backbone} — top-1 % at the training resolutions (points of the MAdds plot)",
                  ["Resolution", "MAdds", *(l for l, _ in columns)], rows)
+
+
+def _published_width_curves(ctx: Context, run, backbone: str, resolution: int) -> list[plots.Curve]:
+    """RS-Nets Fig. 1's width-switchable MobileNetV2s (RS-Nets Table 4's published rows) at the MAdds of
+    each width at ``resolution``."""
+    curves = []
+    for row in published.rows("RS-Nets", "Table 4", backbone):
+        points = Points(row.label)
+        for width, top1 in row.numbers:
+            madds = describe_run(run, ctx.notes, "individual", [resolution], width_mult=width)["madds"]
+            if str(resolution) in madds:
+                points.x.append(madds[str(resolution)])
+                points.y.append(top1)
+        if points.x:
+            curves.append(points.curve(dashed=True))
+            ctx.notes.add(row.footnote().replace("Table 4", "Table 4 and Fig. 1"))
+    return curves
 
 
 def _resolution_curves(ctx: Context, san, inets, train: list[int]) -> list[plots.Curve]:
@@ -66,11 +84,12 @@ def _resolution_curves(ctx: Context, san, inets, train: list[int]) -> list[plots
     return curves
 
 
-def quickstart(runs, commands=(), digits=1) -> Table:
+def quickstart(runs, commands=(), digits=1, *, predictions=None, ci=None) -> Table:
     """What a new user sees after the quickstart: RS-Nets Table 2 with a SAN column, then the
-    SAN Table 1 matrices of the I-Nets and of SAN."""
+    SAN Table 1 matrices of the I-Nets and of SAN. ``predictions`` and ``ci``: as ``rsnets_table2``."""
     table, ctx = new_table("quickstart", "Quickstart: I-Nets vs Parallel, RS-Net and SAN (RS-Nets Table 2 layout), "
-                           "then the train x test matrices (SAN Table 1 layout)", runs, commands, digits)
+                           "then the train x test matrices (SAN Table 1 layout)", runs, commands, digits,
+                           predictions, ci)
     for backbone in backbones(ctx.runs):
         panel = table2_panel(ctx, backbone, with_san=True)
         if panel is None:

@@ -188,3 +188,27 @@ def fig1(left: list[Curve], right: list[Curve], title: str = "") -> Figure:
     if title:
         fig.suptitle(title)
     return fig
+
+
+def variation_panels(panels: list[tuple[str, list[Curve]]], title: str = "") -> Figure:
+    """RS-Nets Fig. 5: per panel, one line per training set: top-1 change over each I-Net at its resolution."""
+    fig, axes = new_figure(6.0 * len(panels), 4.8, ncols=len(panels))
+    for ax, (panel_title, curves) in zip(axes, panels):
+        _draw_curves(ax, curves, log_x=False)
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        _top1_axes(ax, "resolution", panel_title)
+        ax.set_ylabel("top-1 change vs I-Net (%)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def cdf_curves(curves: list[Curve], title: str = "") -> Figure:
+    """RS-Nets Fig. 3 (right): cumulative distribution of activation values (curve x = value, y = level);
+    test pre-processing dashed."""
+    fig, (ax,) = new_figure()
+    _draw_curves(ax, curves, log_x=False)
+    ax.set_xlabel("GAP activation value")
+    ax.set_ylabel("cumulative fraction")
+    ax.set_title(title, fontsize="medium")
+    return fig

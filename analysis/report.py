@@ -10,11 +10,15 @@ Metric names (top-1 ``acc1``, top-5 ``acc5``; values in %, step 0):
 The per-epoch ``acc1/r{res}`` metrics of the training loop do not match these patterns.
 
 Artifacts under ``matrix/``: ``matrix.parquet`` and ``matrix.csv`` (long form, ``analysis.matrix.COLUMNS``),
-``heatmap.png``, ``acc_vs_test_res.png`` and, with MAdds, ``acc_vs_madds.png``.
+``heatmap.png``, ``acc_vs_test_res.png`` and, with MAdds, ``acc_vs_madds.png``; with per-image
+predictions, ``predictions.parquet`` (``analysis.predictions``); with ``eval.gap_cdf``, ``gap_cdf.parquet``
+(the GAP activation quantiles of RS-Nets Fig. 3 right: row, preprocessing, level, value).
 """
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +28,11 @@ from mlflow.entities import Metric
 
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
 from analysis.mlflow_batch import log_batched
+from analysis.predictions import PREDICTIONS_NAME, load_predictions, write_predictions
 
 ARTIFACT_DIR = "matrix"
 PARQUET_NAME = "matrix.parquet"
+GAP_CDF_NAME = "gap_cdf.parquet"
 FIXED_MODE = "fixed"
 METRIC_PREFIX = {"top1": "acc1", "top5": "acc5"}
 
@@ -118,15 +124,29 @@ def write_matrix_figures(matrix: Matrix, folder: Path, madds: dict[int, int] | N
     return written
 
 
-def log_matrix(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None = None, title: str = "") -> None:
-    """Cell metrics plus the ``matrix/`` artifacts of one finished job."""
+def log_matrix(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None = None, title: str = "",
+               predictions: pd.DataFrame | Path | str | None = None, gap_cdf: pd.DataFrame | None = None) -> None:
+    """Cell metrics plus the ``matrix/`` artifacts of one finished job. ``predictions``: the per-image
+    frame, or a ``predictions.parquet`` file written elsewhere (a Ray worker's job directory); by
+    default ``matrix.predictions``."""
     frame = _typed(matrix.frame)
     log_matrix_metrics(client, run_id, Matrix(frame), madds)
+    predictions = matrix.predictions if predictions is None else predictions
+    gap_cdf = matrix.gap_cdf if gap_cdf is None else gap_cdf
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         frame.to_parquet(folder / PARQUET_NAME, index=False)
         frame.to_csv(folder / "matrix.csv", index=False)
         write_matrix_figures(Matrix(frame), folder, madds, title)
+        if isinstance(predictions, pd.DataFrame):
+            write_predictions(predictions, folder / PREDICTIONS_NAME)
+        elif predictions is not None and Path(predictions).is_file():
+            shutil.copyfile(predictions, folder / PREDICTIONS_NAME)
+        elif predictions is not None:  # the matrix is still worth recording without them
+            logging.getLogger(__name__).warning("per-image predictions %s not found; run %s gets none",
+                                                predictions, run_id)
+        if gap_cdf is not None:
+            gap_cdf.to_parquet(folder / GAP_CDF_NAME, index=False)
         client.log_artifacts(run_id, str(folder), artifact_path=ARTIFACT_DIR)
 
 
@@ -135,3 +155,19 @@ def read_matrix(client, run_id: str) -> Matrix:
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{PARQUET_NAME}", tmp)
         return Matrix(_typed(pd.read_parquet(path)))
+
+
+def read_predictions(client, run_id: str) -> pd.DataFrame | None:
+    """The run's per-image predictions artifact; None for a run recorded without one."""
+    if f"{ARTIFACT_DIR}/{PREDICTIONS_NAME}" not in {f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_predictions(client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{PREDICTIONS_NAME}", tmp))
+
+
+def read_gap_cdf(client, run_id: str) -> pd.DataFrame | None:
+    """The run's GAP activation quantiles (``eval.gap_cdf``); None for a run recorded without them."""
+    if f"{ARTIFACT_DIR}/{GAP_CDF_NAME}" not in {f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_parquet(client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{GAP_CDF_NAME}", tmp))

@@ -17,13 +17,14 @@ from analysis.table_builder import (PARALLEL, PARALLEL_SHARED_BN, RSNET, SAN, Co
 from analysis.table_model import Cell, Panel, Stat, Table, format_signed, missing_cell
 
 
-def _top1_top5(ctx: Context, group, r: int, base: Stat | None, show_gain: bool = True) -> Cell:
+def _top1_top5(ctx: Context, group, r: int, base: Stat | None, show_gain: bool = True, base_group=None) -> Cell:
+    """Top-1 / top-5 at r, and the top-1 gain over ``base`` (the I-Net at r, whose seeds are ``base_group``)."""
     top1, top5 = ctx.stat(group, FIXED_MODE, r, r), ctx.stat(group, FIXED_MODE, r, r, "top5")
     if top1 is None:
         return missing_cell()
     text = f"{top1.text(ctx.digits)} / {ctx.text(top5)}"
     if show_gain and base is not None:
-        text += f" ({format_signed(top1.mean - base.mean, ctx.digits)})"
+        text += ctx.gain_text(top1, base, group, (FIXED_MODE, r, r), base_group, (FIXED_MODE, r, r))
     return Cell(text)
 
 
@@ -55,8 +56,8 @@ def table2_panel(ctx: Context, backbone: str, with_san: bool = False) -> Panel |
         if base_group is None:
             ctx.notes.missing(f"I-Nets {backbone} r={r}" if inets is not None else f"I-Nets {backbone}")
         cells = [Cell(resolution_label(r)), Cell(madds_text(madds, r)),
-                 _top1_top5(ctx, base_group, r, None), _i_max_cell(ctx, i_max, largest, r, base)]
-        cells += [_top1_top5(ctx, group, r, base) for _, group in models]
+                 _top1_top5(ctx, base_group, r, None), _i_max_cell(ctx, i_max, largest, r, base, base_group)]
+        cells += [_top1_top5(ctx, group, r, base, base_group=base_group) for _, group in models]
         rows.append(cells)
     for model, group in models:
         if group is None:
@@ -66,12 +67,14 @@ def table2_panel(ctx: Context, backbone: str, with_san: bool = False) -> Panel |
     return Panel(f"{backbone} — top-1 / top-5 % (top-1 gain over I-Nets)", header, rows)
 
 
-def _i_max_cell(ctx: Context, i_max, largest: int, r: int, base: Stat | None) -> Cell:
+def _i_max_cell(ctx: Context, i_max, largest: int, r: int, base: Stat | None, base_group=None) -> Cell:
     """The I-Net trained at the largest resolution, tested at r (no gain on its own row)."""
     top1, top5 = ctx.stat(i_max, FIXED_MODE, largest, r), ctx.stat(i_max, FIXED_MODE, largest, r, "top5")
     if top1 is None:
         return missing_cell()
-    gain = f" ({format_signed(top1.mean - base.mean, ctx.digits)})" if base is not None and r != largest else ""
+    gain = ""
+    if base is not None and r != largest:
+        gain = ctx.gain_text(top1, base, i_max, (FIXED_MODE, largest, r), base_group, (FIXED_MODE, r, r))
     return Cell(f"{top1.text(ctx.digits)} / {ctx.text(top5)}{gain}")
 
 
@@ -91,9 +94,10 @@ def _total_params_row(ctx: Context, inets, i_max, models, train: list[int]) -> l
     return cells
 
 
-def rsnets_table2(runs, commands=(), digits=1) -> Table:
+def rsnets_table2(runs, commands=(), digits=1, *, predictions=None, ci=None) -> Table:
+    """``predictions`` (run id -> per-image frame) and ``ci`` (a ``Bootstrap``) add intervals to the gains."""
     table, ctx = new_table("rsnets_table2", "RS-Nets Table 2: top-1 / top-5 (%), top-1 gain over I-Nets, MAdds and "
-                           "total params (2^20 units)", runs, commands, digits)
+                           "total params (2^20 units)", runs, commands, digits, predictions, ci)
     for backbone in backbones(ctx.runs):
         panel = table2_panel(ctx, backbone)
         table.panels += [panel] if panel else []
@@ -131,21 +135,34 @@ def _delta_panel(ctx: Context, backbone: str, variants, what: str, train: list[i
 
 
 def rsnets_table6(runs, commands=(), digits=1) -> Table:
-    """Multi- vs single-resolution and single- vs multi-crop; single-res value at r = the job trained on [r]*k."""
+    """Multi- vs single-resolution and single- vs multi-crop; single-res multi-crop at r = the job trained
+    on [r]*k; single-res single-crop at r = the I-Net at r (see SINGLE_CROP_NOTE)."""
     table, ctx = new_table("rsnets_table6", "RS-Nets Table 6: multi-resolution and single-crop vs their ablations, "
                            "top-1 (%), change vs base", runs, commands, digits)
     for backbone in backbones(ctx.runs):
         base = ctx.pick(rsnet_variant("multi-res single-crop"), backbone)
         multi_crop = ctx.pick(rsnet_variant("multi-res multi-crop", crop="multi"), backbone)
-        single = {crop: _single_res_groups(ctx, backbone, crop) for crop in ("multi", "single")}
-        train = training_resolutions(base, multi_crop) or sorted({r for g in single.values() for r in g}, reverse=True)
+        single_multi_crop = _single_res_groups(ctx, backbone, "multi")
+        inets = ctx.inet_set(backbone)
+        train = training_resolutions(base, multi_crop) or sorted(
+            set(single_multi_crop) | set(inet_resolutions(inets)), reverse=True)
         if not train:
             continue
         columns = [("Multi-res single-crop (base)", lambda r: base), ("Multi-res multi-crop", lambda r: multi_crop),
-                   ("Single-res multi-crop", lambda r: single["multi"].get(r)),
-                   ("Single-res single-crop", lambda r: single["single"].get(r))]
+                   ("Single-res multi-crop", lambda r: single_multi_crop.get(r)),
+                   ("Single-res single-crop (= I-Nets)", lambda r: inet_row(inets, r))]
         table.panels.append(_table6_panel(ctx, backbone, train, columns))
+        ctx.notes.add(SINGLE_CROP_NOTE)
     return finish_table(table, ctx)
+
+
+# The paper's single-resolution single-crop column equals its Table 2 I-Nets exactly, and must: k
+# identical inputs through identical BN slots give k identical logits, so MRED's ensemble equals each
+# prediction and every distillation term is zero; what is left is an I-Net whose shared weights get k×
+# the gradient. So the column reads the I-Nets instead of training that model.
+SINGLE_CROP_NOTE = ("Single-res single-crop = the I-Nets: k identical inputs through identical BN slots give "
+                    "identical logits, so MRED vanishes and the model is an I-Net (the paper's column equals "
+                    "its Table 2 I-Nets)")
 
 
 def _single_res_groups(ctx: Context, backbone: str, crop: str) -> dict[int, pd.DataFrame]:
@@ -164,7 +181,8 @@ def _table6_panel(ctx: Context, backbone: str, train: list[int], columns) -> Pan
         for i, (label, group_at) in enumerate(columns):
             group = group_at(r)
             if group is None:
-                ctx.notes.missing(f"RS-Net {backbone} {label}" + (f" r={r}" if label.startswith("Single") else ""))
+                what = f"I-Net {backbone}" if "I-Nets" in label else f"RS-Net {backbone} {label}"
+                ctx.notes.missing(what + (f" r={r}" if label.startswith("Single") else ""))
             cells.append(_top1_delta(ctx, group, r, base, show_delta=i > 0))
         rows.append(cells)
     k = len(train)

@@ -25,6 +25,10 @@ from jobspec import JobConfig, flatten, hashed_part, nest, param_value
 
 SEED_KEY = "train.seed"
 DEFAULT_PARAMS = {k: param_value(v) for k, v in flatten(JobConfig()).items()}
+# A key added after runs were logged gets, in those runs, the value that reproduces what they did when
+# that differs from its default: MobileNetV2 was trained with torchvision's Dropout(0.2) before
+# model.dropout existed (a key the other backbones do not read).
+BEFORE_THE_KEY_EXISTED = {"model.dropout": param_value(0.2)}
 
 
 def prepare_runs(raw: pd.DataFrame) -> pd.DataFrame:
@@ -42,6 +46,7 @@ def prepare_runs(raw: pd.DataFrame) -> pd.DataFrame:
         runs = pd.concat([runs[hashed].drop_duplicates("tags.resolab.config_hash"), runs[~hashed]])
         runs = runs.sort_values("start_time", ascending=False, kind="stable")
     for key, default in DEFAULT_PARAMS.items():  # runs logged before a config key existed had its default
+        default = BEFORE_THE_KEY_EXISTED.get(key, default)
         column = f"params.{key}"
         runs[column] = runs[column].fillna(default) if column in runs else default
     return runs.reset_index(drop=True)

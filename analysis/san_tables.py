@@ -2,11 +2,9 @@
 marked (Table 5: the drop from the linear meta network to an MLP; Table 7: the best of each column)."""
 from __future__ import annotations
 
-import pandas as pd
-
+from analysis import published
 from analysis.report import FIXED_MODE
-from analysis.runs import (backbones, inet_resolutions, resolutions_of, seed_groups, test_columns_of,
-                           training_resolutions)
+from analysis.runs import backbones, inet_resolutions, test_columns_of, training_resolutions
 from analysis.table_builder import (SAN, SAN_NO_SD, SAN_NO_SD_SHARED_BN, SAN_PRIVATE_CONVS, Context, MatrixRow, Model,
                                     finish_table, inet_rows, matrix_panel, model_rows, new_table, san_mlp)
 from analysis.table_model import MISSING, Cell, Panel, Table, format_fixed
@@ -125,32 +123,31 @@ def _drop_panel(ctx: Context, title: str, base, other) -> Panel:
 
 
 def san_table7(runs, commands=(), digits=2) -> Table:
-    """SAN trained at its largest resolution across test resolutions; FixRes-tagged runs added as rows."""
+    """SAN trained at its largest resolution across test resolutions, beside the published FixRes row."""
     table, ctx = new_table("san_table7", "SAN Table 7: SAN row trained at the largest resolution across test "
-                           "resolutions (and FixRes, when runs tagged 'fixres' exist)", runs, commands, digits)
-    fixres = ctx.runs[ctx.runs["params.tag"] == "fixres"]
-    ctx.runs = ctx.runs[ctx.runs["params.tag"] != "fixres"]
-    for backbone in backbones(pd.concat([ctx.runs, fixres])):
+                           "resolutions, and FixRes as published", runs, commands, digits)
+    for backbone in backbones(ctx.runs):
         san = ctx.pick(SAN, backbone)
-        fix_groups = seed_groups(fixres[fixres["params.model.backbone"] == backbone])
-        if san is None and not fix_groups:
-            continue
         if san is None:
-            ctx.notes.missing(f"SAN {backbone}")
-        rows = [MatrixRow(f"SAN (train {max(training_resolutions(san))})" if san is not None else "SAN",
-                          san, max(training_resolutions(san)) if san is not None else 0, f"SAN {backbone}")]
-        for group in fix_groups:
-            largest = max(resolutions_of(group.iloc[0]))
-            rows.append(MatrixRow(f"FixRes {group['params.method.name'].iloc[0]} (train {largest})", group, largest,
-                                  f"FixRes {backbone}"))
-        panel = matrix_panel(ctx, f"{backbone} — top-1 %", rows, test_columns_of(san, *fix_groups))
+            continue
+        largest = max(training_resolutions(san))
+        rows = [MatrixRow(f"SAN (train {largest})", san, largest, f"SAN {backbone}")]
+        panel = matrix_panel(ctx, f"{backbone} — top-1 %", rows, test_columns_of(san))
         panel.header[0] = "model \\ test"
-        if fix_groups:
+        quoted = published.rows("SAN", "Table 7", backbone)
+        for row in quoted:
+            panel.rows.append(_published_row(row, panel.header[1:], ctx.digits))
+            ctx.notes.add(row.footnote())
+        if quoted:
             _mark_column_best(panel)
+            table.legend = ["**bold** = the better result at each test resolution"]
         table.panels.append(panel)
-    if len(fixres):
-        table.legend.append("**bold** = the better result at each test resolution")
     return finish_table(table, ctx)
+
+
+def _published_row(row: published.Published, columns: list[str], digits: int) -> list[Cell]:
+    values = [row.at(int(column)) for column in columns]
+    return [Cell(row.label), *(Cell(MISSING if v is None else format_fixed(v, digits)) for v in values)]
 
 
 def _mark_column_best(panel: Panel) -> None:

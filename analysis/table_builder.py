@@ -13,9 +13,14 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from analysis import plots
+from analysis.bootstrap import Bootstrap
+from analysis.predictions import Cell as MatrixCell, PredictionsOf, group_correct, paired
 from analysis.report import FIXED_MODE, proxy_row
 from analysis.runs import inet_row, match, prepare_runs, resolution_kind, seed_groups, value
-from analysis.table_model import MISSING, PROXY_LEGEND, Cell, Notes, Panel, Stat, Table
+from analysis.table_model import MISSING, PROXY_LEGEND, Cell, Notes, Panel, Stat, Table, format_signed
+
+NO_PREDICTIONS_NOTE = ("gains without [low, high]: a run of the model or of its I-Net has no per-image predictions "
+                       "(matrix/predictions.parquet), or the two were evaluated on different validation images")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class Context:
     runs: pd.DataFrame
     notes: Notes
     digits: int
+    predictions: PredictionsOf | None = None  # run id -> per-image predictions (make_tables reads the artifacts)
+    bootstrap: Bootstrap | None = None  # make_tables --ci: an interval on every gain over I-Nets
+    intervals_shown: bool = False
 
     def pick(self, model: Model, backbone: str, resolutions: Callable[[list[int]], bool] | None = None,
              what: str | None = None) -> pd.DataFrame | None:
@@ -83,6 +91,21 @@ class Context:
 
     def text(self, stat: Stat | None) -> str:
         return stat.text(self.digits) if stat is not None else MISSING
+
+    def gain_text(self, top1: Stat, base: Stat, group, cell: MatrixCell, base_group, base_cell: MatrixCell) -> str:
+        """`` (+2.0)``: the top-1 gain of ``group``'s cell over ``base_group``'s (the I-Net); with --ci
+        `` (+2.0 [+1.6, +2.4])``, its paired-bootstrap interval over the validation images."""
+        text = format_signed(top1.mean - base.mean, self.digits)
+        if self.bootstrap is not None:
+            pair = paired(group_correct(group, self.predictions, cell),
+                          group_correct(base_group, self.predictions, base_cell))
+            if pair is None:
+                self.notes.add(NO_PREDICTIONS_NOTE)
+            else:
+                low, high = self.bootstrap.interval(*pair)
+                text += f" [{format_signed(low, self.digits)}, {format_signed(high, self.digits)}]"
+                self.intervals_shown = True
+        return f" ({text})"
 
 
 def _hash_of(group: pd.DataFrame) -> str:
@@ -131,9 +154,10 @@ def model_rows(group, resolutions: list[int], what: str) -> list[MatrixRow]:
     return [MatrixRow(str(r), group, r, what) for r in resolutions]
 
 
-def new_table(name: str, title: str, runs: pd.DataFrame, commands: Iterable[str], digits: int) -> tuple[Table, Context]:
+def new_table(name: str, title: str, runs: pd.DataFrame, commands: Iterable[str], digits: int,
+              predictions: PredictionsOf | None = None, bootstrap: Bootstrap | None = None) -> tuple[Table, Context]:
     notes = Notes(commands)
-    return Table(name, title), Context(prepare_runs(runs), notes, digits)
+    return Table(name, title), Context(prepare_runs(runs), notes, digits, predictions, bootstrap)
 
 
 def finish_table(table: Table, ctx: Context, proxy_legend: bool = False) -> Table:
@@ -141,6 +165,8 @@ def finish_table(table: Table, ctx: Context, proxy_legend: bool = False) -> Tabl
         ctx.notes.missing("every model of this table")
     if proxy_legend and any(c.marked for p in table.panels for row in p.rows for c in row):
         table.legend.append(PROXY_LEGEND)
+    if ctx.intervals_shown:
+        table.legend.append(ctx.bootstrap.legend())
     table.notes = ctx.notes.footer()
     return table
 

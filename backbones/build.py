@@ -16,14 +16,14 @@ import torch.nn as nn
 from .catalog import BACKBONES, BN_CHOICES
 from .net import MultiResolutionNet
 from .surgery import to_meta_convs, to_private_convs
-from .switchable import SwitchableBatchNorm2d
+from .switchable import SwitchableBatchNorm2d, scale_encoding
 
 CONVS = ("plain", "meta", "private")
 
 
 def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn: str = "private",
               convs: str = "plain", meta_hidden: int = 0, small_input: bool = False,
-              width: int = 16) -> MultiResolutionNet:
+              width: int = 16, width_mult: float = 1.0, dropout: float = 0.0) -> MultiResolutionNet:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if bn not in BN_CHOICES:
@@ -34,9 +34,10 @@ def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn
     norm_layer = partial(SwitchableBatchNorm2d, num_slots=slots) if bn == "private" else nn.BatchNorm2d
     module_name, function = BACKBONES[backbone].builder.split(":")
     builder = getattr(importlib.import_module(module_name), function)
-    model = builder(num_classes=num_classes, norm_layer=norm_layer, small_input=small_input, width=width)
+    model = builder(num_classes=num_classes, norm_layer=norm_layer, small_input=small_input, width=width,
+                    width_mult=width_mult, dropout=dropout)
     if convs == "meta":
-        to_meta_convs(model, hidden=meta_hidden)
+        to_meta_convs(model, hidden=meta_hidden, eps_min=scale_encoding(min(resolutions)))
     elif convs == "private":
         to_private_convs(model, num_slots=slots)
     return MultiResolutionNet(model, resolutions)

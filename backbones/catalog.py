@@ -19,7 +19,7 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {
     "resnet18": Backbone("backbones.resnet:build_resnet18"),
     "resnet50": Backbone("backbones.resnet:build_resnet50"),
-    "mobilenet_v2": Backbone("backbones.mobilenet:build_mobilenet_v2"),
+    "mobilenet_v2": Backbone("backbones.mobilenet:build_mobilenet_v2", reads=("width_mult", "dropout")),
     "resnet_tiny": Backbone("backbones.resnet:build_resnet_tiny", reads=("width",)),
 }
 
@@ -38,3 +38,8 @@ class ModelConfig(BaseModel):
     # 3x3 stride-1 stem and no max-pool, for 16-64 px data; ImageNet stem otherwise.
     small_input: bool = False
     width: int = Field(16, gt=0)  # channels of the first stage; resnet_tiny only
+    # Channel multiplier (torchvision's width_mult: RS-Nets Table 4's I-Nets-w); mobilenet_v2 only.
+    width_mult: float = Field(1.0, gt=0)
+    # Dropout before the classifier; mobilenet_v2 only. 0 as in both papers' reference code
+    # (torchvision's own default is 0.2).
+    dropout: float = Field(0.0, ge=0, lt=1)

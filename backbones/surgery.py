@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .net import MultiResolutionNet
-from .switchable import MetaConv2d, PrivateConv2d, Route, SwitchableBatchNorm2d
+from .switchable import MetaConv2d, PrivateConv2d, Route, SwitchableBatchNorm2d, scale_encoding
 
 
 def replace_modules(root: nn.Module, match: Callable[[nn.Module], bool],
@@ -35,8 +35,9 @@ def is_conv(m: nn.Module) -> bool:
     return type(m) is nn.Conv2d
 
 
-def to_meta_convs(backbone: nn.Module, hidden: int = 0) -> int:
-    return replace_modules(backbone, is_conv, lambda c: MetaConv2d(c, hidden=hidden))
+def to_meta_convs(backbone: nn.Module, hidden: int = 0, eps_min: float = scale_encoding(96)) -> int:
+    """``eps_min``: the smallest training resolution's scale encoding (where MLP meta nets start alive)."""
+    return replace_modules(backbone, is_conv, lambda c: MetaConv2d(c, hidden=hidden, eps_min=eps_min))
 
 
 def to_private_convs(backbone: nn.Module, num_slots: int) -> int:

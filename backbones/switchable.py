@@ -107,6 +107,24 @@ def _conv_init_(weight: torch.Tensor) -> torch.Tensor:
     return nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
 
 
+def _place_kinks_(layer: nn.Linear, eps_min: float) -> nn.Linear:
+    """Hidden unit k computes relu(eps - k * eps_min / H): slope 1, kinks evenly spaced in [0, eps_min).
+
+    PyTorch's default init of a 1-input layer (V, c ~ U(-1, 1)) puts a unit's kink -c/V anywhere and
+    its slope either way, so about 45% of the units are zero over the whole training range (eps in
+    [0.3, 0.7] for 224...96). Such a unit passes no gradient to U, V or c: it is dead for good, and the
+    MLP of SAN Table 5 is narrower than its name. With every kink below the smallest training eps and
+    a positive slope, each unit is active at every training resolution; the nearest kinks sit just
+    below the range, so a small change of c moves them into it, where the MLP bends. Slope 1 keeps
+    the hidden activations on the scale of eps itself, the factor that the linear meta net's w gets.
+    """
+    hidden = layer.out_features
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.bias.copy_(-eps_min * torch.arange(hidden, dtype=layer.bias.dtype) / hidden)
+    return layer
+
+
 class _ConvGeometry(nn.Module):
     """Stride/padding/groups of the conv a switchable conv replaces; forward runs F.conv2d with a kernel."""
 
@@ -141,13 +159,14 @@ class MetaConv2d(Switchable, _ConvGeometry):
 
     hidden == 0: W = b + eps * w, two tensors of the kernel's shape (SAN eq. 2).
     hidden > 0:  W = b + U relu(V eps + c), an MLP with ``hidden`` units (SAN Table 5).
-    Initialisation: b takes the usual conv init and the eps-dependent part starts at zero, so at step 0
-    every resolution sees a normally initialised kernel (the reference code's U(-1, 1) init of the meta
-    layers gives kernels far off the usual scale).
+    Initialisation: b takes the usual conv init and the eps-dependent part (w, or U) starts at zero, so
+    at step 0 every resolution sees a normally initialised kernel (the reference code's U(-1, 1) init
+    of the meta layers gives kernels far off the usual scale). The MLP's hidden units start alive at
+    every training eps (``_place_kinks_``); ``eps_min`` is the smallest training resolution's eps.
     The kernel is generated once per forward call, i.e. once per step per resolution, never per sample.
     """
 
-    def __init__(self, conv: nn.Conv2d, hidden: int = 0):
+    def __init__(self, conv: nn.Conv2d, hidden: int = 0, eps_min: float = scale_encoding(96)):
         super().__init__(conv)
         self.hidden = hidden
         numel = conv.weight.numel()
@@ -155,7 +174,7 @@ class MetaConv2d(Switchable, _ConvGeometry):
         if hidden == 0:
             self.scale = nn.Parameter(torch.zeros(self.weight_shape))
         else:
-            self.hidden_layer = nn.Linear(1, hidden)
+            self.hidden_layer = _place_kinks_(nn.Linear(1, hidden), eps_min)
             self.out = nn.Parameter(torch.zeros(numel, hidden))
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
 

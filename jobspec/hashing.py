@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from backbones.catalog import ALWAYS_READ, BACKBONES
 from methods.catalog import METHODS
 
+from .tree import flatten, nest, param_value
+
 NOT_HASHED = ("resources", "data.loader_workers", "tag")
+# Keys added after jobs were first hashed enter the hash only when set away from the value that gives
+# the older behaviour, so every job that existed before keeps its hash (and its finished runs).
+ADDED_LATER = {"eval.gap_cdf": False}
+NOT_TRAINING = ("eval",)  # how a trained model is evaluated: not part of what was trained
 
 
 def hashed_part(tree: Mapping) -> dict:
@@ -29,6 +35,13 @@ def hashed_part(tree: Mapping) -> dict:
         for part in parents:
             node = node.get(part, {})
         node.pop(leaf, None)
+    for key, neutral in ADDED_LATER.items():
+        *parents, leaf = key.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part, {})
+        if leaf in node and node[leaf] in (neutral, param_value(neutral)):
+            del node[leaf]
     data, model, method = d.get("data", {}), d.get("model", {}), d.get("method", {})
     if data.get("dataset") == "synthetic":
         data.pop("root", None)
@@ -44,4 +57,25 @@ def hashed_part(tree: Mapping) -> dict:
 def config_hash(cfg) -> str:
     """12 hex chars identifying what a job computes; stable across processes and machines."""
     canonical = json.dumps(hashed_part(cfg.to_dict()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def training_part(tree: Mapping) -> dict:
+    """The hashed part of a nested config dict without its evaluation settings."""
+    d = hashed_part(tree)
+    for key in NOT_TRAINING:
+        d.pop(key, None)
+    return d
+
+
+def training_hash(cfg) -> str:
+    """12 hex chars identifying the trained model: the config hash's part minus ``eval.*``. Takes a
+    JobConfig or a nested config dict (e.g. a checkpoint's ``config``)."""
+    return training_hash_of_params({k: param_value(v) for k, v in flatten(cfg).items()})
+
+
+def training_hash_of_params(params: Mapping[str, str]) -> str:
+    """The training hash of a job run recorded before runs were tagged with it: from its MLflow params
+    (the flattened config, values rendered by ``param_value``)."""
+    canonical = json.dumps(training_part(nest(params)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -127,6 +127,9 @@ class EvalConfig(Section):
     calibrate: bool = True  # also evaluate SAN "ideal + calibrated BN" (costs calib_batches per cell)
     max_batches: Int | None = None  # cap validation batches (smoke runs)
     batch_size: PositiveInt = 256
+    # Also record the GAP activations' quantiles on the validation images under the training and the
+    # test pre-processing, per training resolution (RS-Nets Fig. 3 right): one more pass per resolution.
+    gap_cdf: bool = False
 
 
 class ResourcesConfig(Section):

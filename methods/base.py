@@ -60,7 +60,8 @@ class Method:
 
     def build_net_kwargs(self) -> dict:
         """The model settings every method passes to ``build_net``."""
-        return dict(small_input=self.model.small_input, width=self.model.width)
+        m = self.model
+        return dict(small_input=m.small_input, width=m.width, width_mult=m.width_mult, dropout=m.dropout)
 
     def build(self, num_classes: int) -> MultiResolutionNet:
         raise NotImplementedError

@@ -1,11 +1,14 @@
 """Checkpoints: everything needed to continue a job exactly, written atomically, loaded with weights_only=True.
 
 A checkpoint carries the job's config and its hash; resuming into a job with a different hash (another
-config, another method) is refused instead of silently training an incompatible model.
+config, another method) is refused instead of silently training an incompatible model. The one
+sanctioned crossing is ``evaluation_copy``: a finished model relabelled for a job that trains the same
+model and only evaluates it differently (``orchestrator.evaluate_only``).
 """
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -15,6 +18,8 @@ import numpy as np
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# In an evaluation copy: the directory of the checkpoint whose model it carries.
+EVALUATED_FROM_KEY = "evaluated_from"
 
 
 class CheckpointMismatch(RuntimeError):
@@ -81,3 +86,33 @@ def load(directory: Path, expected_hash: str, expected_method: str) -> dict:
             f"hash {payload.get('config_hash')}, but this job is method {expected_method!r} with hash "
             f"{expected_hash}. Use a fresh output directory (or delete that checkpoint) to train this config.")
     return payload
+
+
+def final_checkpoint(directory: Path) -> dict | None:
+    """The small fields of ``directory/checkpoint.pt`` (epoch, config, config_hash, method and, for an
+    evaluation copy, evaluated_from) when it holds the last epoch of its job's training; None when the
+    file is missing, unreadable or mid-training. Tensors are memory-mapped, not read."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
+        return None
+    epochs = (payload.get("config") or {}).get("train", {}).get("epochs")
+    if epochs is None or int(payload.get("epoch", -1)) != int(epochs) - 1:
+        return None
+    return {k: payload.get(k) for k in ("epoch", "config", "config_hash", "method", EVALUATED_FROM_KEY)}
+
+
+def evaluation_copy(source_dir: Path, directory: Path, config: dict, config_hash: str) -> Path:
+    """Another job's final checkpoint, relabelled as this job's (``config``, ``config_hash``) so that
+    this job's loop restores it, runs no epoch and only evaluates. The caller has checked that both jobs
+    train the same model. SGD's momentum is dropped (it only matters for further training, and halves
+    the file); model, RNG, scheduler and history are kept."""
+    payload = torch.load(Path(source_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    optimizer = payload["optimizer"]
+    payload["optimizer"] = {"state": {}, "param_groups": optimizer["param_groups"]}
+    payload[EVALUATED_FROM_KEY] = payload.get(EVALUATED_FROM_KEY) or str(Path(source_dir).resolve())
+    payload.update(config=config, config_hash=config_hash)
+    return save(Path(directory), payload)

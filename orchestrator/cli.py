@@ -42,6 +42,7 @@ def _pick_job(suite, name: str | None):
 
 
 def _train(args) -> int:
+    from analysis.predictions import PREDICTIONS_NAME, write_predictions
     from jobspec import load_suite
     from orchestrator.job import run_job
     from orchestrator.loop import LocalRuntime
@@ -55,6 +56,11 @@ def _train(args) -> int:
     print(result.matrix.to_text())
     result.matrix.frame.to_csv(out / "matrix.csv", index=False)
     print(f"wrote {out / 'matrix.csv'}")
+    if result.matrix.predictions is not None:
+        print(f"wrote {write_predictions(result.matrix.predictions, out / PREDICTIONS_NAME)} (per-image top-1)")
+    if result.matrix.gap_cdf is not None:
+        result.matrix.gap_cdf.to_parquet(out / "gap_cdf.parquet", index=False)
+        print(f"wrote {out / 'gap_cdf.parquet'} (GAP activation quantiles)")
     return 0
 
 
@@ -77,6 +83,32 @@ def _run(args) -> int:
     for name, reason in outcome.failed.items():
         print(f"  FAILED {name}: {reason}")
     return 1 if outcome.failed else 0
+
+
+# `resolab evaluate` exit codes: 0 when every job with a trained model is evaluated (jobs without one are
+# listed, not an error: a suite may add models nobody trained yet); 1 when an evaluation failed; 3 when
+# no job of the suite has a trained model (wrong --tracking-uri or --storage, or nothing trained yet).
+NOTHING_TO_EVALUATE = 3
+
+
+def _evaluate(args) -> int:
+    from jobspec import load_suite
+    from orchestrator.evaluate_only import evaluate_suite
+    from orchestrator.suite import RunOptions
+
+    suite = load_suite(args.suite, args.set, smoke=args.smoke)
+    options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage)
+    outcome = evaluate_suite(suite, options)
+    print(f"evaluated {len(outcome.evaluated)}, skipped (already finished) {len(outcome.skipped)}, "
+          f"copied from other suites {len(outcome.reused)}, failed {len(outcome.failed)}, "
+          f"without a trained model {len(outcome.untrained)}")
+    for name, reason in outcome.untrained.items():
+        print(f"  NO MODEL {name}: {reason}")
+    for name, reason in outcome.failed.items():
+        print(f"  FAILED {name}: {reason}")
+    if outcome.failed:
+        return 1
+    return NOTHING_TO_EVALUATE if len(outcome.untrained) == len(suite.jobs) else 0
 
 
 def _status(args) -> int:
@@ -131,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every job, even one whose config already finished in another suite "
                         "(by default that run is copied into this suite)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("evaluate", help="evaluate a suite's jobs from models already trained (same training "
+                                        "config, other eval settings); trains nothing, lists jobs without a model")
+    _suite_arguments(p)
+    p.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray)")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("status", help="jobs done / running / failed / pending of a suite")
     _suite_arguments(p)

@@ -189,10 +189,14 @@ def build_train_dataset(data: DataConfig, resolutions: list[int] | None = None) 
     return _limited(_image_folder(root / "train", transform), data.limit_train, "data.limit_train")
 
 
-def build_val_dataset(data: DataConfig, test_resolutions: list[int]) -> Dataset:
-    """Validation images, each a tuple over ``test_resolutions``, and a label."""
+def build_val_dataset(data: DataConfig, test_resolutions: list[int], preprocessing: str = "test") -> Dataset:
+    """Validation images, each a tuple over ``test_resolutions``, and a label. ``preprocessing="train"``
+    gives them the training transform instead (one random crop and flip, RS-Nets Fig. 3 right)."""
     root = resolve_data_root(data)
-    transform = MultiResolutionEvalTransform(test_resolutions)
+    if preprocessing not in ("test", "train"):
+        raise ValueError(f"preprocessing must be 'test' or 'train', got {preprocessing!r}")
+    transform = (MultiResolutionEvalTransform(test_resolutions) if preprocessing == "test"
+                 else MultiResolutionTrainTransform(test_resolutions, "single"))
     return _limited(_image_folder(root / "val", transform), data.limit_val, "data.limit_val")
 
 

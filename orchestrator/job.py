@@ -5,15 +5,16 @@ import time
 from dataclasses import dataclass
 
 from analysis.matrix import Matrix, evaluate_matrix
-from orchestrator.data import build_loader, build_val_dataset
-from orchestrator.loop import Runtime, TrainedJob, calibration_batches_for, train
 from jobspec import JobConfig
+from orchestrator.data import build_loader, build_val_dataset
+from orchestrator.gap_features import gap_quantiles
+from orchestrator.loop import Runtime, TrainedJob, calibration_batches_for, train
 
 
 @dataclass
 class JobResult:
     trained: TrainedJob
-    matrix: Matrix | None  # None on ranks other than 0
+    matrix: Matrix | None  # None on ranks other than 0; matrix.predictions holds the per-image top-1
     eval_time_s: float = 0.0
 
 
@@ -22,9 +23,12 @@ def evaluate_job(cfg: JobConfig, trained: TrainedJob, runtime: Runtime) -> Matri
     val_set = build_val_dataset(cfg.data, test_resolutions)
     loader = build_loader(val_set, cfg.eval.batch_size, shuffle=False, seed=0, workers=cfg.data.loader_workers,
                           drop_last=False)
-    return evaluate_matrix(trained.net, trained.method.eval_modes(cfg.eval.calibrate), loader, test_resolutions, runtime.device,
-                           calibration_batches=calibration_batches_for(cfg, runtime.device),
-                           max_batches=cfg.eval.max_batches)
+    matrix = evaluate_matrix(trained.net, trained.method.eval_modes(cfg.eval.calibrate), loader, test_resolutions,
+                             runtime.device, calibration_batches=calibration_batches_for(cfg, runtime.device),
+                             max_batches=cfg.eval.max_batches)
+    if cfg.eval.gap_cdf:
+        matrix.gap_cdf = gap_quantiles(trained.net, cfg, runtime.device)
+    return matrix
 
 
 def run_job(cfg: JobConfig, runtime: Runtime, job_hash: str) -> JobResult:

@@ -24,11 +24,11 @@ import torch
 import torch.nn as nn
 
 from analysis.matrix import diagonal_top1
+from jobspec import JobConfig
 from methods import LossOutput, Method, build_method
 from orchestrator import checkpoint as ckpt
 from orchestrator.data import (build_calibration_images, build_calibration_loader, build_loader,
                                build_train_dataset, build_val_dataset, set_epoch)
-from jobspec import JobConfig
 
 
 class TrainingDiverged(RuntimeError):

@@ -148,8 +148,9 @@ class MlflowSink(Callback):
                 self.client.log_metric(run_id, "num_classes", float(result["num_classes"]))
                 # Visible even when a resumed job had no epochs left to run (killed during its matrix).
                 self.client.log_metric(run_id, "resumed_at_epoch", float(result.get("start_epoch", 0)))
+                gap_cdf = pd.DataFrame(result["gap_cdf"]) if result.get("gap_cdf") else None
                 log_matrix(self.client, run_id, Matrix(pd.DataFrame(result["matrix"])), madds=madds or None,
-                           title=name)
+                           title=name, predictions=result.get("predictions"), gap_cdf=gap_cdf)
                 self.client.set_terminated(run_id, status="FINISHED")
                 self.finished.add(name)
         else:

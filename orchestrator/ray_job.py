@@ -9,7 +9,10 @@ storage; a TorchTrainer with one worker costs ~10 s of start-up). A job with N >
 Nothing is lost: rank 0 also writes every epoch's checkpoint atomically to a stable per-job directory
 ``<storage>/<suite>/jobs/<job>-<hash>/``, so a later ``resolab run`` of the same suite resumes the job
 from there even though Tune gives the new invocation fresh trial directories. Retries inside one
-invocation (``max_failures``) resume from Ray's own last checkpoint.
+invocation (``max_failures``) resume from Ray's own last checkpoint (Ray keeps only that one). The
+stable directory is never cleared: after the job finishes it holds the final checkpoint, from which a
+job that trains the same model and only evaluates it differently is evaluated without training
+(``orchestrator.evaluate_only``).
 
 No MLflow writes happen here: results travel in the reports and the suite driver (a single process)
 records them, so SQLite never sees concurrent writers.
@@ -20,14 +23,14 @@ import os
 from pathlib import Path
 
 
+from analysis.predictions import PREDICTIONS_NAME, write_predictions
 from backbones.complexity import count_madds
+from jobspec import ConfigError, job_from_dict
 from orchestrator import checkpoint as ckpt
 from orchestrator.checkpoint import CheckpointMismatch
-from jobspec import job_from_dict
 from orchestrator.data import CorruptImageError, DatasetError
 from orchestrator.job import run_job
 from orchestrator.loop import Runtime, TrainingDiverged
-from jobspec import ConfigError
 
 # Fault injection for tests and drills: the named rank exits hard once, at the start of that epoch.
 CRASH_EPOCH_ENV = "RESOLAB_CRASH_AT_EPOCH"
@@ -119,16 +122,29 @@ class TrainRuntime(_RayRuntime):
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _final_report(cfg, result, report) -> None:
+def _final_report(cfg, result, report, stable_dir: Path) -> None:
     """The last report carries the matrix and MAdds per test resolution (rank 0 only); the suite
-    driver logs them to MLflow."""
-    matrix = madds = None
+    driver logs them to MLflow.
+
+    The per-image predictions (ImageNet: 50k images x ~100 cells, megabytes) do not travel in the
+    report: rank 0 writes them into the job's stable directory and reports the path, and the driver
+    logs that file. That keeps the driver the only MLflow writer (no run ids or store access on
+    workers, no concurrent SQLite writers) and works wherever checkpoints already do: the storage is
+    shared between nodes whenever the cluster has several. The GAP activation quantiles (a few
+    thousand numbers) do travel in it.
+    """
+    matrix = madds = predictions = gap_cdf = None
     if result.matrix is not None:
         matrix = result.matrix.frame.to_dict(orient="list")
         net = result.trained.net
         madds = {str(t): count_madds(net, t) for t in cfg.test_resolutions()}
-    report({"done": True, "matrix": matrix, "madds": madds, "eval_time_s": result.eval_time_s,
-            "num_classes": result.trained.num_classes, "start_epoch": result.trained.start_epoch})
+        if result.matrix.predictions is not None:
+            predictions = str(write_predictions(result.matrix.predictions, Path(stable_dir) / PREDICTIONS_NAME))
+        if result.matrix.gap_cdf is not None:
+            gap_cdf = result.matrix.gap_cdf.to_dict(orient="list")
+    report({"done": True, "matrix": matrix, "madds": madds, "predictions": predictions, "gap_cdf": gap_cdf,
+            "eval_time_s": result.eval_time_s, "num_classes": result.trained.num_classes,
+            "start_epoch": result.trained.start_epoch})
 
 
 # Errors that a retry cannot fix: the job fails at once with its reason instead of being retried.
@@ -149,7 +165,7 @@ def train_worker(config: dict) -> None:
         # them report and return, and Ray Train does not spend max_failures restarts on a hopeless job.
         ray.train.report({"done": True, "failed": f"{type(exc).__name__}: {exc}"})
         return
-    _final_report(cfg, result, ray.train.report)
+    _final_report(cfg, result, ray.train.report, runtime.stable_dir)
 
 
 def job_trial(trial_config: dict, jobs: dict, storage: str, suite: str, env: dict[str, str]) -> None:
@@ -167,7 +183,7 @@ def job_trial(trial_config: dict, jobs: dict, storage: str, suite: str, env: dic
         except DETERMINISTIC_ERRORS as exc:
             ray.tune.report({"done": True, "failed": f"{type(exc).__name__}: {exc}"})
             return
-        _final_report(cfg, result, ray.tune.report)
+        _final_report(cfg, result, ray.tune.report, stable)
         return
     _run_torch_trainer(cfg, spec, stable, storage, suite, trial_config["job"])
 
@@ -190,6 +206,8 @@ def _run_torch_trainer(cfg, spec, stable: Path, storage: str, suite: str, name: 
         run_config=ray.train.RunConfig(
             name=f"{name}-{spec['hash']}", storage_path=str(Path(storage) / suite / "train"),
             failure_config=ray.train.FailureConfig(max_failures=cfg.resources.max_failures),
+            # A restart resumes from the latest checkpoint only; older ones would pile up, one per epoch.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
             worker_runtime_env={"env_vars": forwarded_env()},
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),

@@ -19,16 +19,20 @@ from analysis.mlflow_batch import log_batched
 REUSED_FROM_TAG = "resolab.reused_from"
 
 
-def finished_runs_by_hash(client: MlflowClient, exclude_experiment: str) -> dict[str, object]:
-    """The newest FINISHED job run of each config hash in every experiment except ``exclude_experiment``."""
+def finished_job_runs(client: MlflowClient, exclude_experiment: str | None = None) -> list:
+    """Every FINISHED job run of the tracking store (all experiments but ``exclude_experiment``), newest first."""
     experiment_ids = [e.experiment_id for e in client.search_experiments(max_results=50000)
                       if e.experiment_id != exclude_experiment]
     if not experiment_ids:
-        return {}
-    runs = client.search_runs(experiment_ids, "tags.`resolab.kind` = 'job' and attributes.status = 'FINISHED'",
+        return []
+    return client.search_runs(experiment_ids, "tags.`resolab.kind` = 'job' and attributes.status = 'FINISHED'",
                               max_results=50000, order_by=["attributes.end_time DESC"])
+
+
+def finished_runs_by_hash(client: MlflowClient, exclude_experiment: str) -> dict[str, object]:
+    """The newest FINISHED job run of each config hash in every experiment except ``exclude_experiment``."""
     newest: dict[str, object] = {}
-    for run in runs:
+    for run in finished_job_runs(client, exclude_experiment):
         newest.setdefault(run.data.tags.get("resolab.config_hash"), run)
     return newest
 

@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import checkpoint as ckpt
 from orchestrator.ray_job import job_dir
+from orchestrator.evaluate_only import EVALUATED_FROM_TAG, ModelStore
 from orchestrator.reuse import REUSED_FROM_TAG
 from orchestrator.suite import default_storage
 from jobspec import resolve_tracking_uri
@@ -46,6 +47,8 @@ def job_states(suite, tracking_uri: str | None = None, now: float | None = None)
                 state, detail = "interrupted", f"{drivers[parent]}; run the same `resolab run` again to resume"
         elif state == "done" and run.data.tags.get(REUSED_FROM_TAG):
             detail = f"copied from run {run.data.tags[REUSED_FROM_TAG]}"
+        elif state == "done" and run.data.tags.get(EVALUATED_FROM_TAG):
+            detail = f"evaluated from the model trained by run {run.data.tags[EVALUATED_FROM_TAG]}"
         states[job.name] = (state, detail)
     return states
 
@@ -67,13 +70,21 @@ def driver_gone(client: MlflowClient, parent_id: str, now: float) -> str | None:
 def suite_status(suite, tracking_uri: str | None = None, storage: str | None = None) -> str:
     import torch
     states = job_states(suite, tracking_uri)
+    storage = storage or default_storage()
+    models = None  # the store's finished models, looked up once a job is found pending
     lines = []
     for job in suite.jobs:
         state, detail = states[job.name]
-        path = job_dir(storage or default_storage(), suite.name, job.name, job.hash) / ckpt.CHECKPOINT_FILE
+        path = job_dir(storage, suite.name, job.name, job.hash) / ckpt.CHECKPOINT_FILE
         if state != "done" and path.exists():
-            epoch = int(torch.load(path, weights_only=True)["epoch"])
+            epoch = int(torch.load(path, weights_only=True, mmap=True)["epoch"])
             detail = f"checkpoint after epoch {epoch + 1}/{job.config.train.epochs}" + (f"; {detail}" if detail else "")
+        elif state == "pending":
+            models = models or ModelStore(MlflowClient(resolve_tracking_uri(tracking_uri)), storage)
+            if job.hash in models.finished_hashes:
+                detail = "finished in another suite: `resolab run` or `resolab evaluate` copies that run"
+            elif (model := models.find(job)) is not None:
+                detail = f"trained model of run {model.trained_by} on disk: `resolab evaluate` evaluates it, no training"
         lines.append(f"  {state:<11} {job.name}" + (f"  ({detail})" if detail else ""))
     counts = {s: sum(1 for st, _ in states.values() if st == s)
               for s in ("done", "running", "interrupted", "failed", "pending")}

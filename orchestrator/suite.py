@@ -1,12 +1,14 @@
 """``resolab run``: a suite as a Ray Tune grid, one trial per job, recorded in MLflow.
 
 Order of work: validate every job (``load_suite``) → check the tracking store → skip jobs whose config
-hash already has a FINISHED run, copy those finished in another suite (``orchestrator.reuse``) → start
-(or join) Ray → one Tune trial per remaining job, packed by the resources each job asks for → the
-driver records every report in MLflow.
+hash already has a FINISHED run, copy those finished in another suite (``orchestrator.reuse``), evaluate
+those whose trained model is on disk from a run that only evaluated differently
+(``orchestrator.evaluate_only``) → start (or join) Ray → one Tune trial per remaining job, packed by the
+resources each job asks for → the driver records every report in MLflow.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import logging
@@ -15,7 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from jobspec import resolab_home, resolve_tracking_uri
+from jobspec import resolab_home, resolve_tracking_uri, training_hash
+from orchestrator.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
 
 # Quiet Ray before it is imported anywhere: no auth-token warning, no duplicated worker prints, no extra
 # Tune loggers or progress bars.
@@ -42,6 +45,8 @@ class SuiteOutcome:
     finished: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # finished in an earlier invocation of this suite
     reused: list[str] = field(default_factory=list)  # copied from another suite's finished run
+    evaluated: list[str] = field(default_factory=list)  # finished by evaluating a model trained before, no training
+    untrained: dict[str, str] = field(default_factory=dict)  # `resolab evaluate`: job -> why it has no model
     failed: dict[str, str] = field(default_factory=dict)
     max_running: int = 0  # most jobs seen running at once
     wall_s: float = 0.0  # from Ray start-up to the end of the last job
@@ -108,36 +113,68 @@ def init_ray(address: str | None) -> None:
 
 
 def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
-    from ray import tune
-
-    from orchestrator.live import LiveView
-    from orchestrator.mlflow_sink import MlflowSink, SuiteTracking, check_tracking
-    from orchestrator.ray_job import forwarded_env, job_trial
+    from orchestrator.evaluate_only import ModelStore, plan_evaluations
+    from orchestrator.mlflow_sink import SuiteTracking, check_tracking
 
     stream = stream or sys.stdout
     uri = resolve_tracking_uri(options.tracking_uri)
     check_tracking(uri)  # before anything trains
+    storage = options.storage or default_storage()
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
     done, copied, run_ids = tracking.prepare(suite.jobs, reuse=options.reuse)
+    # --no-reuse trains everything anew: it neither copies finished runs nor evaluates their models.
+    evaluations = (plan_evaluations(tracking, suite.jobs, run_ids, ModelStore(tracking.client, storage))
+                   if options.reuse and run_ids else {})
     outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
-    # Longest jobs first: the short ones then fill the gaps at the end instead of leaving workers idle.
-    todo = sorted((j for j in suite.jobs if j.name in run_ids), key=estimated_cost, reverse=True)
     print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied from "
-          f"other suites' finished runs, {len(todo)} to run; tracking {uri}", file=stream)
+          f"other suites' finished runs, {len(evaluations)} to evaluate from models trained by other jobs, "
+          f"{len(run_ids) - len(evaluations)} to run; tracking {uri}", file=stream)
+    outcome = run_trials(suite, tracking, run_ids, set(evaluations), storage, options, outcome, stream)
+    outcome.evaluated = [name for name in evaluations if name in outcome.finished]
+    return outcome
+
+
+def evaluation_job(job):
+    """The job as its evaluation-only trial runs it: one worker, since only rank 0 computes the matrix."""
+    config = job.config.model_copy(deep=True)
+    config.resources.workers = 1
+    return dataclasses.replace(job, config=config)
+
+
+def run_trials(suite, tracking, run_ids: dict[str, str], evaluate_only: set[str], storage: str,
+               options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
+    """One Tune trial per job of ``run_ids`` (job name -> MLflow run), recorded by the driver;
+    ``evaluate_only``: jobs whose checkpoint is final, run on one worker and first (minutes each)."""
+    from ray import tune
+
+    from orchestrator.live import LiveView
+    from orchestrator.mlflow_sink import MlflowSink
+    from orchestrator.ray_job import forwarded_env, job_dir, job_trial
+
+    def cost(job) -> float:
+        return 0.0 if job.name in evaluate_only else estimated_cost(job)
+
+    # Evaluations first, their results are there in minutes; then the longest jobs first: the short ones
+    # then fill the gaps at the end instead of leaving workers idle.
+    todo = sorted((evaluation_job(j) if j.name in evaluate_only else j for j in suite.jobs if j.name in run_ids),
+                  key=lambda j: (j.name in evaluate_only, estimated_cost(j)), reverse=True)
     if not todo:
         tracking.finish_suite(failed=False)
         return outcome
+    for job in todo:  # what a later evaluation looks for (also on runs begun before these tags existed)
+        path = job_dir(storage, suite.name, job.name, job.hash).resolve()
+        tracking.client.set_tag(run_ids[job.name], CHECKPOINT_DIR_TAG, str(path))
+        tracking.client.set_tag(run_ids[job.name], TRAINING_HASH_TAG, training_hash(job.config))
 
     started = time.monotonic()
     init_ray(options.address)
     import ray
-    storage = options.storage or default_storage()
     jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash} for j in todo}
     by_name = {j.name: j for j in todo}
     sink = MlflowSink(tracking.client, run_ids, tracking.parent_id)
     slots = max_concurrency(todo, ray.cluster_resources())
-    live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo},
-                    {j.name: estimated_cost(j) for j in todo}, already_done=len(done) + len(copied), slots=slots,
+    live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo}, {j.name: cost(j) for j in todo},
+                    already_done=len(outcome.skipped) + len(outcome.reused), slots=slots,
                     interval=options.live_interval, stream=stream)
     trainable = tune.with_resources(
         tune.with_parameters(job_trial, jobs=jobs, storage=storage, suite=suite.name, env=forwarded_env()),
@@ -150,6 +187,9 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
         run_config=tune.RunConfig(
             name=f"{suite.name}-{tracking.parent_id[:8]}", storage_path=storage, verbose=0,
             callbacks=[sink, live],
+            # Ray's copy of each report's checkpoint serves retries within this invocation, which need
+            # only the latest; the job's own final checkpoint stays in its stable directory.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=max(j.config.resources.max_failures for j in todo))),
     )
     tuner.fit()

@@ -3,7 +3,8 @@
 Layout: one MLflow experiment per suite (named after the suite); one parent run per ``resolab run``
 invocation (tag resolab.kind=suite); one child run per job (tag resolab.kind=job) carrying:
 - params: the flattened job config, values rendered by ``jobspec.param_value``;
-- tags: ``JOB_TAGS`` below;
+- tags: ``JOB_TAGS`` below, plus ``CHECKPOINT_DIR_TAG`` (where its final checkpoint stays) on every
+  run that a trial trains or evaluates;
 - per-epoch metrics (step = epoch): loss/<term>, acc1/r<res>, lr, img_per_s, mred_weight/r<res>;
 - the final accuracy matrix (``analysis.report.log_matrix``).
 
@@ -18,15 +19,21 @@ import fcntl
 import subprocess
 from pathlib import Path
 
-from jobspec import PROJECT_ROOT
+from jobspec import PROJECT_ROOT, training_hash
 
 # The suite driver stamps its parent run with the time every HEARTBEAT_EVERY_S while it runs; a job
 # whose driver has been silent for DRIVER_GONE_AFTER_S was interrupted (the driver was killed).
 HEARTBEAT_TAG = "resolab.driver_heartbeat"
 HEARTBEAT_EVERY_S = 30.0
 DRIVER_GONE_AFTER_S = 120.0
+# The trained model's identity (the config hash without eval.*): runs that share it share a model.
+TRAINING_HASH_TAG = "resolab.training_hash"
+# The job's stable checkpoint directory, absolute: a later evaluation finds the model there even when
+# that suite ran with another --storage.
+CHECKPOINT_DIR_TAG = "resolab.checkpoint_dir"
 JOB_TAGS = ("resolab.kind", "resolab.suite", "resolab.job", "resolab.group", "resolab.method", "resolab.backbone",
-            "resolab.config_hash", "resolab.code_version", "resolab.train_resolutions", "resolab.seed", "resolab.tag")
+            "resolab.config_hash", TRAINING_HASH_TAG, "resolab.code_version", "resolab.train_resolutions",
+            "resolab.seed", "resolab.tag")
 
 
 @contextlib.contextmanager
@@ -63,7 +70,7 @@ def job_tags(suite_name: str, job, code: str) -> dict[str, str]:
     return {
         "resolab.kind": "job", "resolab.suite": suite_name, "resolab.job": job.name, "resolab.group": job.group,
         "resolab.method": cfg.method.name, "resolab.backbone": cfg.model.backbone,
-        "resolab.config_hash": job.hash, "resolab.code_version": code,
+        "resolab.config_hash": job.hash, TRAINING_HASH_TAG: training_hash(cfg), "resolab.code_version": code,
         "resolab.train_resolutions": ",".join(str(r) for r in cfg.data.resolutions),
         "resolab.seed": str(cfg.train.seed), "resolab.tag": cfg.tag,
     }

@@ -122,3 +122,28 @@ def mlflow_server(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
         log.close()
+
+
+# ---------------------------------------------------------------- a local Ray for the Ray suite tests
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A private RESOLAB_HOME (MLflow store, synthetic data, checkpoints) for this module."""
+    path = tmp_path_factory.mktemp("resolab_home")
+    old = os.environ.get("RESOLAB_HOME")
+    os.environ["RESOLAB_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("RESOLAB_HOME", None)
+    else:
+        os.environ["RESOLAB_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def local_ray(home):
+    """One local Ray for the module, 2 CPUs, quiet; shut down at the end."""
+    import ray
+    ray.init(num_cpus=2, log_to_driver=False, logging_level="ERROR", dashboard_host="127.0.0.1")
+    yield ray
+    ray.shutdown()

@@ -34,9 +34,12 @@ EXPECTED_JOBS = {
     "san_table6": 6,      # R18 5 I-Nets + SAN at 384...192
     "san_table7": 1,      # R50 SAN
     "rsnets_table2": 21,  # 3 backbones x (5 I-Nets + parallel + RS-Net)
+    "rsnets_table4": 10,  # MNV2 5 I-Nets-r + RS-Net (= rsnets_table2's) + 4 I-Nets-w at 224
     "rsnets_fig4": 14,    # MNV2 (parallel shared/private BN + 5 I-Nets + RS-Net) + R18 (5 I-Nets + RS-Net)
     "rsnets_table5": 4,   # R18 RS-Net x 4 distillation variants
-    "rsnets_table6": 12,  # 2 multi-resolution + 2 crops x 5 single-resolution
+    "rsnets_table6": 12,  # 2 multi-resolution + 5 single-resolution multi-crop + 5 I-Nets (= single-res single-crop)
+    "rsnets_fig3": 3,     # R18 I-224, I-96, parallel {224, 96}, evaluated with eval.gap_cdf
+    "rsnets_fig5": 12,    # R18 parallel on 4 pairs + 3 larger sets + 5 I-Nets
     "quickstart": 7,      # 4 I-Nets + parallel + RS-Net + SAN
 }
 IMAGENET_SUITES = sorted(set(EXPECTED_JOBS) - {"quickstart"})
@@ -280,15 +283,34 @@ def test_rsnets_table5_four_distillation_variants():
 
 
 def test_rsnets_table6_multi_and_single_resolution_by_crop():
-    rows = jobs("rsnets_table6")
-    assert all((c.method.name, c.model.backbone, c.method.distill) == ("rsnet", "resnet18", "full") for c in rows)
+    rows = jobs("rsnets_table6", method__name="rsnet")
+    assert all((c.model.backbone, c.method.distill) == ("resnet18", "full") for c in rows)
     found = {(tuple(c.data.resolutions), c.data.crop) for c in rows}
-    expected = {(tuple(S), crop) for crop in ("single", "multi")}
-    expected |= {((r,) * 5, crop) for r in S for crop in ("single", "multi")}
-    assert found == expected
-    smoke = jobs("rsnets_table6", smoke=True)
+    expected = {(tuple(S), crop) for crop in ("single", "multi")} | {((r,) * 5, "multi") for r in S}
+    assert found == expected  # single-resolution single-crop is not trained: it is an I-Net
+    inets = {j.hash for j in suite("rsnets_table6").jobs if j.config.method.name == "individual"}
+    assert len(inets) == 5 and inets <= {j.hash for j in suite("rsnets_table2").jobs}  # Table 2's I-Nets
+    smoke = jobs("rsnets_table6", smoke=True, method__name="rsnet")
     assert {(resolution_kind(c.data.resolutions), c.data.crop) for c in smoke} == {
-        (kind, crop) for kind in ("multi", "single") for crop in ("single", "multi")}
+        ("multi", "single"), ("multi", "multi"), ("single", "multi")}
+
+
+def test_rsnets_fig5_pairs_and_sets_reuse_table2_models():
+    rows = jobs("rsnets_fig5", method__name="parallel")
+    assert {tuple(c.data.resolutions) for c in rows} == {(224, r) for r in S[1:]} | {tuple(S[:k]) for k in (3, 4, 5)}
+    assert all((c.method.bn, c.data.crop) == ("private", "single") for c in rows)
+    table2 = {j.hash for j in suite("rsnets_table2").jobs}
+    shared = {j.hash for j in suite("rsnets_fig5").jobs} & table2
+    assert len(shared) == 6  # the five-resolution parallel model and the 5 I-Nets
+
+
+def test_rsnets_fig3_only_evaluates_models_of_other_suites():
+    from jobspec.hashing import training_hash
+
+    trained = {training_hash(j.config) for stem in ("rsnets_table2", "rsnets_fig5") for j in suite(stem).jobs}
+    fig3 = suite("rsnets_fig3").jobs
+    assert all(j.config.eval.gap_cdf for j in fig3)
+    assert {training_hash(j.config) for j in fig3} <= trained
 
 
 def test_one_model_in_several_rsnets_tables_is_one_config():

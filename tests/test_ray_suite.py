@@ -48,28 +48,6 @@ def write_suite(directory: Path, name: str, job_overrides: dict | None = None, *
     return path
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A private RESOLAB_HOME (MLflow store, synthetic data, checkpoints) for this module."""
-    path = tmp_path_factory.mktemp("resolab_home")
-    old = os.environ.get("RESOLAB_HOME")
-    os.environ["RESOLAB_HOME"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("RESOLAB_HOME", None)
-    else:
-        os.environ["RESOLAB_HOME"] = old
-
-
-@pytest.fixture(scope="module")
-def local_ray(home):
-    """One local Ray for the module, 2 CPUs, quiet; shut down at the end."""
-    import ray
-    ray.init(num_cpus=2, log_to_driver=False, logging_level="ERROR", dashboard_host="127.0.0.1")
-    yield ray
-    ray.shutdown()
-
-
 def runs_of(tracking_uri: str, suite: str):
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(suite)

@@ -167,10 +167,11 @@ def fill_store(client: MlflowClient) -> None:
     s = Store(client, "san_table6")
     s.inet_set(inet_top1, resolutions=(48, 40, 32), tests=(56, 48, 40, 32, 24))
     s.job(job_config("san", (48, 40, 32), (56, 48, 40, 32, 24)), san_matrix((48, 40, 32), (56, 48, 40, 32, 24)))
-    s = Store(client, "san_table7")
+    s = Store(client, "san_table7")  # FixRes is a published ResNet-50 row: shown beside the ResNet-50 SAN only
     s.job(job_config("san", tests=(64, 40, 32, 16)), san_matrix(tests=(64, 40, 32, 16)))
-    s.job(job_config("individual", [32], (64, 40, 32, 16), tag="fixres"),
-          matrix_of({("fixed", 32, 64): 55.0, ("fixed", 32, 40): 63.0, ("fixed", 32, 32): 67.0, ("fixed", 32, 16): 50.0}))
+    r50 = (480, 384, 224, 100)
+    s.job(job_config("san", R18, r50, backbone="resnet50"),
+          matrix_of({("fixed", 224, t): v for t, v in zip(r50, (74.3, 79.5, 78.4, 60.0))}))
 
     # RS-Nets Table 2: ResNet-18 on 1000 classes; I-Nets 2 seeds (r=128 missing), Parallel 1 seed,
     # RS-Net 3 seeds (+ an older duplicate of seed 0 and a failed seed 3, both to be ignored).
@@ -187,6 +188,11 @@ def fill_store(client: MlflowClient) -> None:
     s.job(job_config("rsnet", R18, seed=3, **r18), matrix_of(fixed_cells(R18, R18, r18_top1(lambda _: 30.0))),
           status="FAILED")
 
+    # RS-Nets Table 4 as --smoke leaves it: tiny I-Nets (no width multiplier) and an RS-Net (tests/test_rsnets_table4.py)
+    s = Store(client, "rsnets_table4")
+    s.inet_set(inet_top1, tests=TINY)
+    s.job(job_config("rsnet", tests=TINY), diag_matrix(TINY, TINY, {32: 70.0, 24: 68.0, 16: 66.0}))
+
     # RS-Nets Table 5 (no parent run: make_tables must create a "tables" run to log into)
     s = Store(client, "rsnets_table5", parent=False)
     full = {32: 60.0, 24: 58.0, 16: 56.0}
@@ -197,14 +203,37 @@ def fill_store(client: MlflowClient) -> None:
     s.job(job_config("rsnet", tests=TINY, distill="from_models"), diag_matrix(TINY, TINY, {r: v - 0.8 for r, v in full.items()}))
     s.job(job_config("rsnet", tests=TINY, distill="from_largest"), diag_matrix(TINY, TINY, {r: v - 1.0 for r, v in full.items()}))
 
-    # RS-Nets Table 6: single-resolution jobs train on [r, r, r]; single-res single-crop r=16 missing
+    # RS-Nets Table 6: single-resolution multi-crop jobs train on [r, r, r]; single-res single-crop = the
+    # I-Nets, whose r=16 row is missing
     s = Store(client, "rsnets_table6")
     s.job(job_config("rsnet", tests=TINY), diag_matrix(TINY, TINY, full))
     s.job(job_config("rsnet", tests=TINY, crop="multi"), diag_matrix(TINY, TINY, {r: v - 0.5 for r, v in full.items()}))
     for r in TINY:
         s.job(job_config("rsnet", [r] * 3, TINY, crop="multi"), diag_matrix([r], TINY, {r: full[r] - 1.0}))
-        if r != 16:
-            s.job(job_config("rsnet", [r] * 3, TINY), diag_matrix([r], TINY, {r: full[r] - 2.0}))
+    s.inet_set(lambda r, t, seed: full[r] - 2.0 if r == t else 0.0, tests=TINY, skip=(16,))
+
+    # RS-Nets Fig. 5: parallel on {32, 24}, {32, 16} and {32, 24, 16} vs the I-Nets (inet_top1 on the diagonal)
+    s = Store(client, "rsnets_fig5")
+    s.inet_set(inet_top1, tests=TINY)
+    for resolutions, change in (((32, 24), {32: 1.5, 24: 0.5}), ((32, 16), {32: 1.0, 16: -0.75}),
+                                ((32, 24, 16), {32: 2.0, 24: 1.25, 16: -0.25})):
+        s.job(job_config("parallel", resolutions, TINY),
+              diag_matrix(resolutions, TINY, {r: inet_top1(r, r) + d for r, d in change.items()}))
+
+    # RS-Nets Fig. 3 (right): GAP quantile curves value = scale * level (+ shift under test pre-processing)
+    s = Store(client, "rsnets_fig3")
+    for method, resolutions, scale in (("individual", [32], 2.0), ("parallel", [32, 16], 3.0)):
+        cfg = job_config(method, resolutions, TINY)
+        cfg.eval.gap_cdf = True
+        run_id = s.job(cfg, diag_matrix(resolutions, TINY, {r: 50.0 for r in resolutions}))
+        levels = [i / 200 for i in range(201)]
+        frame = pd.DataFrame([(r, prep, q, scale * q + shift) for r in resolutions
+                              for prep, shift in (("train", 0.0), ("test", -0.5)) for q in levels],
+                             columns=["row", "preprocessing", "level", "value"])
+        folder = artifact_root(client) / f"gap-{run_id}"
+        folder.mkdir(parents=True)
+        frame.to_parquet(folder / "gap_cdf.parquet", index=False)
+        client.log_artifact(run_id, str(folder / "gap_cdf.parquet"), "matrix")
 
     # RS-Nets Fig. 4: dense test resolutions; RS-Net's interp mode = 50 + T/4
     s = Store(client, "rsnets_fig4")
@@ -350,8 +379,11 @@ def test_san_table6_and_table7(capsys, store_uri):
     assert "| train \\ test | 56 | 48 | 40 | 32 | 24 |" in out
     assert "| 48 | **68.00** | **72.00** | 68.00 | 64.00 | 60.00 |" in out  # S(56) = 48, S(40) = 40
     out = table_md(capsys, store_uri, "san_table7")
-    assert "| SAN (train 32) | 52.00 | **64.00** | **68.00** | **60.00** |" in out
-    assert "| FixRes individual (train 32) | **55.00** | 63.00 | 67.00 | 50.00 |" in out
+    assert "| SAN (train 32) | 52.00 | 64.00 | 68.00 | 60.00 |" in out  # no published row for the tiny net
+    assert "| model \\ test | 480 | 384 | 224 | 100 |" in out
+    assert "| SAN (train 224) | 74.30 | **79.50** | **78.40** | **60.00** |" in out
+    assert "| FixRes (train 224) [30] | **78.10** | 79.00 | 77.10 | — |" in out  # 100 px: not in the publication
+    assert "FixRes (train 224) [30]: top-1 % as published in Touvron" in out
 
 
 def test_rsnets_table5_deltas_vs_full(capsys, store_uri):
@@ -366,7 +398,32 @@ def test_rsnets_table6_single_resolution_and_model_size(capsys, store_uri):
     assert "| 32×32 | 60.0 | 59.5 (-0.5) | 59.0 (-1.0) | 58.0 (-2.0) |" in out
     assert "| 16×16 | 56.0 | 55.5 (-0.5) | 55.0 (-1.0) | — |" in out
     assert "| Model Size | 1× | 1× | 3× | 3× |" in out
-    assert "missing: RS-Net resnet_tiny Single-res single-crop r=16 — run: resolab run experiments/rsnets_table6.yaml" in out
+    assert "missing: I-Net resnet_tiny r=16 — run: resolab run experiments/rsnets_table6.yaml" in out
+    assert "Single-res single-crop = the I-Nets" in out
+
+
+def test_rsnets_fig3_quantiles_of_each_curve(capsys, store_uri, tmp_path):
+    out = table_md(capsys, store_uri, "rsnets_fig3")
+    assert "| model at resolution (pre-processing) | q25 | q50 | q75 | q90 | q99 |" in out
+    assert "| I-32 at 32 (train) | 0.50 | 1.00 | 1.50 | 1.80 | 1.98 |" in out
+    assert "| I-32 at 32 (test) | 0.00 | 0.50 | 1.00 | 1.30 | 1.48 |" in out
+    assert "| Parallel {32, 16} at 16 (train) | 0.75 | 1.50 | 2.25 | 2.70 | 2.97 |" in out
+    assert out.index("I-32 at 32") < out.index("Parallel {32, 16} at 32")  # I-Nets first
+    code, _, err = run_cli(capsys, "rsnets_fig3", "--tracking-uri", store_uri, "--no-log", "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "rsnets_fig3_fig3_resnet_tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rsnets_fig5_changes_over_each_inet(capsys, store_uri, tmp_path):
+    out = table_md(capsys, store_uri, "rsnets_fig5")
+    # left: the pairs, ordered by their second resolution; a resolution outside a set is blank
+    assert "| Training resolutions | 32 | 24 | 16 |" in out
+    assert "| {32, 24} | +1.5 | +0.5 |  |" in out
+    assert "| {32, 16} | +1.0 |  | -0.8 |" in out
+    assert "| {32, 24, 16} | +2.0 | +1.2 | -0.2 |" in out  # right panel; 1.25 and -0.25 round half to even
+    code, _, err = run_cli(capsys, "rsnets_fig5", "--tracking-uri", store_uri, "--no-log", "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "rsnets_fig5_fig5_resnet_tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rsnets_fig4_numbers(capsys, store_uri):
@@ -408,8 +465,10 @@ def test_quickstart_prints_real_numbers(capsys, store_uri):
 @pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
 def test_every_table_renders_in_every_format(capsys, store_uri, fmt):
     expected = {"san_table1": "64.00", "san_table2": "54.00", "san_table3": "63.00", "san_table4": "65.50",
-                "san_table5": "-0.50", "san_table6": "72.00", "san_table7": "55.00", "rsnets_table2": "11.18M",
-                "rsnets_table5": "59.2", "rsnets_table6": "3×", "rsnets_fig4": "59.0", "fig1": "71.5",
+                "san_table5": "-0.50", "san_table6": "72.00", "san_table7": "78.10", "rsnets_table2": "11.18M",
+                "rsnets_table4": "70.0",
+                "rsnets_table5": "59.2", "rsnets_table6": "3×", "rsnets_fig3": "2.70", "rsnets_fig4": "59.0", "rsnets_fig5": "-0.8", "fig1": "71.5",
+                "rsnets_table1": "—",  # this store holds no per-image predictions: every share is missing
                 "quickstart": "59.0 / 79.0 (+3.0)"}
     assert set(expected) == set(make_tables.TABLES)
     for name, number in expected.items():

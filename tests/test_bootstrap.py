@@ -1,0 +1,108 @@
+"""Paired-bootstrap intervals (analysis.bootstrap) against hand computations, and make_tables --ci on the
+gains over I-Nets (RS-Nets Table 2, quickstart) with the six-image fixture of test_rsnets_table1."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis import make_tables
+from analysis.bootstrap import Bootstrap, paired_gain_interval, resampled_gains
+from analysis.overview_tables import quickstart
+from analysis.rsnets_tables import rsnets_table2
+from analysis.table_builder import NO_PREDICTIONS_NOTE
+from analysis.table_render import to_markdown
+from tests.test_rsnets_table1 import RUNS, log_fixture, predictions_of, runs_frame, store  # noqa: F401 (fixture)
+
+
+def test_identical_predictions_give_zero_and_a_sure_gain_gives_itself():
+    right = np.array([1, 0, 1, 1, 0])
+    assert paired_gain_interval(right, right) == (0.0, 0.0)
+    assert paired_gain_interval(np.ones(4), np.zeros(4)) == (100.0, 100.0)
+
+
+def test_two_images_enumerated_by_hand():
+    """diff = [1, 0]: a resample holds image 0 twice (gain 100, p = 1/4), once (50, p = 1/2) or never (0,
+    p = 1/4). With 1000 resamples ~250 sit at each end, far more than the 25 below the 2.5th and above
+    the 97.5th percentile, so the interval is exactly [0, 100] around the gain of 50."""
+    gains = resampled_gains([1, 0], [0, 0])
+    assert set(gains) == {0.0, 50.0, 100.0} and 200 < (gains == 0).sum() < 300
+    assert paired_gain_interval([1, 0], [0, 0]) == (0.0, 100.0)
+
+
+def test_known_difference_vector_against_numpy_from_the_same_seed():
+    model = np.array([1, 1, 0, 1, 0, 1, 1, 0, 1, 1])
+    base = np.array([1, 0, 0, 1, 1, 0, 1, 0, 0, 1])  # differences: +1 at 1, 5, 8; -1 at 4 -> gain 20 points
+    assert 100 * (model - base).mean() == 20.0
+    gains = resampled_gains(model, base, resamples=1000, seed=0)
+    assert abs(gains.mean() - 20.0) < 3.0  # 4 standard errors: sd of a resample's gain ~24 points / sqrt(1000)
+
+    # independently: one (1000, 10) draw of uniforms, scaled to indices, percentiles of the means
+    indices = np.minimum((np.random.default_rng(0).random((1000, 10)) * 10).astype(int), 9)
+    means = (100.0 * (model - base))[indices].mean(axis=1)
+    assert paired_gain_interval(model, base) == tuple(np.percentile(means, [2.5, 97.5]))
+    assert Bootstrap(level=0.5).interval(model, base) == tuple(np.percentile(means, [25, 75]))
+    assert not np.array_equal(resampled_gains(model, base, seed=1), gains)  # the seed is used
+
+
+def test_chunking_draws_the_same_resamples():
+    rng = np.random.default_rng(5)
+    model, base = rng.integers(0, 2, 37), rng.integers(0, 2, 37)
+    assert np.array_equal(resampled_gains(model, base, 101, chunk_elements=40),
+                          resampled_gains(model, base, 101, chunk_elements=10 ** 6))
+
+
+def test_no_images_or_unpaired_lists_are_refused():
+    with pytest.raises(ValueError):
+        paired_gain_interval([], [])
+    with pytest.raises(ValueError):
+        paired_gain_interval([1, 0, 1], [1, 0])
+
+
+# --------------------------------------------------------------------------------------------
+# The gains over I-Nets with --ci (fixture: RIGHT in test_rsnets_table1)
+
+
+def table2(ci=None, without=()):
+    loads = {name: predictions_of(name) for name in RUNS if name not in without}
+    return to_markdown(rsnets_table2(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"],
+                                     predictions=loads.get, ci=ci))
+
+
+def test_table2_gains_get_paired_intervals():
+    out = table2(Bootstrap())
+    # Parallel at 32 is right on image 4 where I-32 is not: gain 100 k / 6 with k ~ Binomial(6, 1/6):
+    # P(k = 0) = 0.33 -> low 0; P(k <= 2) = 0.94 < 0.975 < P(k <= 3) = 0.99 -> high 50
+    assert "| 32×32 |" in out and "| 83.3 / 83.3 (+16.7 [+0.0, +50.0]) |" in out
+    # I-32 at 24 vs I-24: wrong on image 4 only, the same draws mirrored
+    assert "| 33.3 / 33.3 (-16.7 [-50.0, +0.0]) |" in out
+    # RS-Net, two seeds: per image the share of seeds right, [1, 1, 1, 1, 1, 0.5] vs I-32 [1, 1, 1, 1, 0, 0]
+    diff = 100.0 * (np.array([1, 1, 1, 1, 1, 0.5]) - np.array([1, 1, 1, 1, 0, 0]))
+    indices = np.minimum((np.random.default_rng(0).random((1000, 6)) * 6).astype(int), 5)
+    low, high = np.percentile(diff[indices].mean(axis=1), [2.5, 97.5])
+    assert f"(+25.0 [+{low:.1f}, +{high:.1f}])" in out
+    assert Bootstrap().legend() in out and NO_PREDICTIONS_NOTE not in out
+
+
+def test_without_ci_nothing_changes_and_missing_predictions_are_said():
+    plain = to_markdown(rsnets_table2(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"]))
+    assert table2(ci=None) == plain and "[" not in plain and "| 83.3 / 83.3 (+16.7) |" in plain
+    out = table2(Bootstrap(), without=("parallel",))
+    assert "| 83.3 / 83.3 (+16.7) |" in out and "(-16.7 [-50.0, +0.0])" in out
+    assert NO_PREDICTIONS_NOTE in out
+
+
+def test_quickstart_gains_get_intervals_too():
+    loads = {name: predictions_of(name) for name in RUNS}
+    out = to_markdown(quickstart(runs_frame(), predictions=loads.get, ci=Bootstrap()))
+    assert "(+16.7 [+0.0, +50.0])" in out and Bootstrap().legend() in out
+
+
+def test_make_tables_ci_flag(capsys, store, tmp_path):
+    log_fixture(MlflowClient(store), "rsnets_table2", tmp_path)
+    assert make_tables.main(["rsnets_table2", "--tracking-uri", store, "--no-log"]) == 0
+    plain = capsys.readouterr().out
+    assert "| 83.3 / 83.3 (+16.7) |" in plain and "[" not in plain
+    assert make_tables.main(["rsnets_table2", "--tracking-uri", store, "--no-log", "--ci", "--ci-resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "(+16.7 [" in out and "(200 resamples, seed 0)" in out
