@@ -164,14 +164,22 @@ def run_command(suite: str) -> str:
 
 
 def parent_run_id(client: MlflowClient, suite: str) -> str:
-    """The suite's newest parent run; else the newest ``tables`` run made earlier; else a new one."""
+    """The suite's newest parent run that holds finished jobs (not a later invocation that finished
+    none, failed, or had nothing to do); else the newest ``tables`` run made earlier; else a new one."""
     experiment = client.get_experiment_by_name(suite)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(suite)
-    for kind in ("suite", "tables"):
-        runs = client.search_runs([experiment_id], f"tags.`resolab.kind` = '{kind}'", max_results=1,
-                                  order_by=["attributes.start_time DESC"])
-        if runs:
-            return runs[0].info.run_id
+    finished = client.search_runs([experiment_id], f"{JOB_FILTER} and attributes.status = 'FINISHED'",
+                                  max_results=50000)
+    holders = {run.data.tags.get("mlflow.parentRunId") for run in finished}
+    parents = client.search_runs([experiment_id], "tags.`resolab.kind` = 'suite'", max_results=50000,
+                                 order_by=["attributes.start_time DESC"])
+    for run in parents:
+        if run.info.run_id in holders:
+            return run.info.run_id
+    runs = client.search_runs([experiment_id], "tags.`resolab.kind` = 'tables'", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    if runs:
+        return runs[0].info.run_id
     # Tagged "tables", not "suite": it is not an invocation of the suite, only a home for its tables.
     run = client.create_run(experiment_id, run_name="tables", tags={"resolab.kind": "tables", "resolab.suite": suite})
     client.set_terminated(run.info.run_id)
@@ -194,6 +202,7 @@ def write_table_files(table: Table, folder: Path, formats=("md", "latex", "csv")
 
 
 def log_table(client: MlflowClient, suite: str, table: Table) -> str:
+    """Log the table's files under tables/ of the run ``parent_run_id`` picks; returns that run's id."""
     run_id = parent_run_id(client, suite)
     with tempfile.TemporaryDirectory() as tmp:
         write_table_files(table, Path(tmp))
@@ -249,10 +258,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     unknown = [name for name in args.tables if name not in TABLES]
     if unknown:
-        parser.error(f"unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)}")
+        _say(f"make_tables: unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)} (--list says more)")
+        return 2
     uri = resolve_tracking_uri(args.tracking_uri)
     if store_is_empty(uri):
         return _nothing_there(uri, None)
+    from analysis.tracking_check import TrackingUnavailable, check_tracking
+
+    try:
+        check_tracking(uri)  # seconds, where MLflow's client retries an unreachable server for minutes
+    except TrackingUnavailable as exc:
+        _say(f"make_tables: {exc}")
+        return 2
+    if args.out:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _say(f"make_tables: cannot create the --out folder {args.out} ({exc.strerror or exc}); choose another")
+            return 2
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

@@ -1,4 +1,8 @@
-"""The ``resolab`` command line."""
+"""The resolab command line: describe, train, run, evaluate, status.
+
+An error the user can fix (a config typo, missing data, an unreachable tracking store, a bad option)
+ends the command with one line on stderr and exit status 2; ``resolab --debug`` shows its traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,14 +13,55 @@ from pathlib import Path
 from backbones.catalog import BACKBONES, BN_CHOICES
 from methods.catalog import METHODS
 
+DESCRIPTION = """Train and evaluate resolution-switchable image classifiers (RS-Nets, SAN and their
+baselines): the jobs of a suite (experiments/*.yaml) run on Ray and are recorded in MLflow.
+
+Start with:  resolab run experiments/quickstart.yaml
+Tables:      python analysis/make_tables.py quickstart"""
+
+STATUS_STATES = """Where each job of a suite stands, from MLflow and the job checkpoints. Job states:
+  done         a FINISHED run of the job's config: trained here, copied from another
+               suite, or evaluated from a model trained before
+  running      the `resolab run` (or `resolab evaluate`) driving it is working on it
+  interrupted  its run was running or queued, but the command driving it is gone;
+               run the same `resolab run` again to resume it
+  failed       its newest run failed or was killed; the reason is shown
+  pending      not started yet"""
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot work; the message names the option and the fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors in one line that points at --help, not after the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def whole_number(minimum: int):
+    """argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {value}")
+        return value
+    return parse
+
 
 def _describe(args) -> int:
     from analysis.describe import describe
-    from jobspec import DataConfig, JobConfig, MethodConfig, ModelConfig
+    from jobspec import JobConfig
 
-    cfg = JobConfig(model=ModelConfig(backbone=args.backbone, small_input=args.small_input),
-                    method=MethodConfig(name=args.method, bn=args.bn, convs=args.convs, meta_hidden=args.meta_hidden),
-                    data=DataConfig(resolutions=sorted(args.resolutions, reverse=True)))
+    # parse: a value the schema refuses is a ConfigError that names it. A resolution given twice is one.
+    cfg = JobConfig.parse({
+        "model": {"backbone": args.backbone, "small_input": args.small_input},
+        "method": {"name": args.method, "bn": args.bn, "convs": args.convs, "meta_hidden": args.meta_hidden},
+        "data": {"resolutions": sorted(set(args.resolutions), reverse=True)}})
     info = describe(cfg, args.num_classes)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -42,17 +87,23 @@ def _pick_job(suite, name: str | None):
 
 
 def _train(args) -> int:
-    from analysis.predictions import PREDICTIONS_NAME, write_predictions
     from jobspec import load_suite
-    from orchestrator.job import run_job
-    from orchestrator.loop import LocalRuntime
 
     suite = load_suite(args.config, args.set, smoke=args.smoke)
     job = _pick_job(suite, args.job)
+    device = _device(args.device)
+    from analysis.predictions import PREDICTIONS_NAME, write_predictions  # torch: seconds
+    from orchestrator.job import run_job
+    from orchestrator.loop import LocalRuntime
+
     out = Path(args.out) if args.out else Path("runs") / suite.name / job.name
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the output directory {out} ({exc.strerror or exc}); "
+                         "choose another --out") from None
     print(f"job {job.name} (hash {job.hash}) -> {out}")
-    result = run_job(job.config, LocalRuntime(out, device=args.device), job.hash)
+    result = run_job(job.config, LocalRuntime(out, device=device), job.hash)
     print(result.matrix.to_text())
     result.matrix.frame.to_csv(out / "matrix.csv", index=False)
     print(f"wrote {out / 'matrix.csv'}")
@@ -64,6 +115,31 @@ def _train(args) -> int:
     return 0
 
 
+def _device(name: str | None) -> str | None:
+    """--device, checked before any data is read."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a torch device; use cpu or cuda (cuda:N for GPU N)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: torch finds {torch.cuda.device_count()} CUDA GPU(s) here; use --device "
+                         "cpu, or leave --device unset to use a GPU when there is one")
+    return name
+
+
+def _check_server(args) -> None:
+    """An unreachable tracking server fails here in about a second, before torch, Ray and MLflow load
+    (each command checks its store again, fully, before it uses it)."""
+    from analysis.tracking_check import check_server
+    from jobspec import resolve_tracking_uri
+
+    check_server(resolve_tracking_uri(args.tracking_uri))
+
+
 def _run(args) -> int:
     from jobspec import load_suite
     from orchestrator.suite import RunOptions, run_suite
@@ -71,7 +147,12 @@ def _run(args) -> int:
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
     if args.dry_run:
         print(suite.table())
+        if any(job.config.data.dataset == "imagefolder" for job in suite.jobs):  # else no torch import (5 s)
+            from orchestrator.data import check_suite_data
+            for root, classes in check_suite_data(suite.jobs).items():  # a bad data.root: DatasetError, exit 2
+                print(f"data {root}: train/ and val/ hold the same {len(classes)} classes")
         return 0
+    _check_server(args)
     options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                          reuse=not args.no_reuse)
     outcome = run_suite(suite, options)
@@ -93,10 +174,11 @@ NOTHING_TO_EVALUATE = 3
 
 def _evaluate(args) -> int:
     from jobspec import load_suite
-    from orchestrator.evaluate_only import evaluate_suite
     from orchestrator.suite import RunOptions
 
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
+    _check_server(args)
+    from orchestrator.evaluate_only import evaluate_suite  # MLflow, torch: seconds
     options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage)
     outcome = evaluate_suite(suite, options)
     print(f"evaluated {len(outcome.evaluated)}, skipped (already finished) {len(outcome.skipped)}, "
@@ -113,9 +195,10 @@ def _evaluate(args) -> int:
 
 def _status(args) -> int:
     from jobspec import load_suite
-    from orchestrator.status import suite_status
 
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
+    _check_server(args)
+    from orchestrator.status import suite_status  # MLflow, torch: seconds
     print(suite_status(suite, args.tracking_uri, args.storage))
     return 0
 
@@ -131,19 +214,23 @@ def _suite_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resolab", description=__doc__)
+    parser = ArgumentParser(prog="resolab", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="on an error, show its traceback, not one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("describe", help="parameters and MAdds of a method's model (RS-Nets Table 2 style)")
-    p.add_argument("--backbone", required=True, choices=list(BACKBONES))
-    p.add_argument("--method", default="rsnet", choices=list(METHODS))
-    p.add_argument("--resolutions", type=int, nargs="+", default=[224, 192, 160, 128, 96])
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--bn", default="private", choices=BN_CHOICES)
+    p.add_argument("--backbone", required=True, choices=list(BACKBONES), help="network")
+    p.add_argument("--method", default="rsnet", choices=list(METHODS), help="training method (default rsnet)")
+    p.add_argument("--resolutions", type=whole_number(1), nargs="+", default=[224, 192, 160, 128, 96],
+                   metavar="PX", help="input sizes in pixels (default 224 192 160 128 96)")
+    p.add_argument("--num-classes", type=whole_number(1), default=1000, help="classifier outputs (default 1000)")
+    p.add_argument("--bn", default="private", choices=BN_CHOICES,
+                   help="batch norm per resolution (private) or one for all (shared)")
     p.add_argument("--convs", default="meta", choices=["meta", "private"], help="san only")
-    p.add_argument("--meta-hidden", type=int, default=0, help="san only")
-    p.add_argument("--small-input", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--meta-hidden", type=whole_number(0), default=0, help="san only: hidden units of the meta net")
+    p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem, no max-pool (16-64 px images)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_describe)
 
     p = sub.add_parser("train", help="train one job in this process and print its accuracy matrix")
@@ -170,9 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray)")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("status", help="jobs done / running / failed / pending of a suite")
+    p = sub.add_parser("status", help="jobs done / running / interrupted / failed / pending of a suite",
+                       description=STATUS_STATES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _suite_arguments(p)
     p.set_defaults(func=_status)
+    # --debug after the command too; SUPPRESS: where it is not given there, the top-level value stays.
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, show its traceback, not one line")
     return parser
 
 
@@ -180,17 +272,36 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except Exception as exc:  # a clear one-line reason instead of a traceback for known user errors
+    except Exception as exc:
+        reason = None if args.debug else user_error(exc)
+        if reason is None:
+            raise
+        print(f"resolab: {reason}", file=sys.stderr)
+        return 2
+
+
+def user_error(exc: Exception) -> str | None:
+    """The reason for an error the user can fix, in one line; None for any other error (a bug, whose
+    traceback is shown). Checked in this order so that an early error (a config typo, an unreachable
+    server) is reported without waiting for torch or MLflow to load."""
+    from analysis.tracking_check import TrackingUnavailable
+    from jobspec import ConfigError
+
+    if isinstance(exc, ConfigError):
+        reason = f"config error: {exc}"
+    elif isinstance(exc, (TrackingUnavailable, UsageError)):
+        reason = str(exc)
+    else:
+        from mlflow.exceptions import MlflowException
         from orchestrator.data import DatasetError
-        from orchestrator.mlflow_sink import TrackingUnavailable
-        from jobspec import ConfigError
-        if isinstance(exc, ConfigError):
-            print(f"resolab: config error: {exc}", file=sys.stderr)
-            return 2
-        if isinstance(exc, (TrackingUnavailable, DatasetError)):
-            print(f"resolab: {exc}", file=sys.stderr)
-            return 2
-        raise
+
+        if isinstance(exc, DatasetError):
+            reason = str(exc)
+        elif isinstance(exc, MlflowException):
+            reason = f"MLflow: {exc.message}"
+        else:
+            return None
+    return " ".join(line.strip() for line in reason.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ RNG instead, which the training loop seeds with ``torch.manual_seed``.
 """
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import find_classes
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -140,6 +141,19 @@ def check_imagefolder_layout(root: Path) -> list[str]:
     return classes["train"]
 
 
+def _imagefolder_root(data: DataConfig) -> Path:
+    if not data.root:
+        raise _layout_error("data.dataset=imagefolder but data.root is not set", Path("ROOT"))
+    return Path(data.root).expanduser()
+
+
+def _check_num_classes(data: DataConfig, root: Path, classes: list[str]) -> None:
+    if data.num_classes is not None and data.num_classes != len(classes):
+        raise DatasetError(
+            f"data.num_classes={data.num_classes} but {root}/train holds {len(classes)} classes; "
+            "set data.num_classes to that number or leave it unset (null) to take it from the data")
+
+
 def resolve_data_root(data: DataConfig) -> Path:
     """The ImageFolder root to read; the synthetic dataset is written on first use."""
     if data.dataset == "synthetic":
@@ -150,17 +164,51 @@ def resolve_data_root(data: DataConfig) -> Path:
         except (FileExistsError, ValueError) as e:
             raise DatasetError(str(e)) from e
     elif data.dataset == "imagefolder":
-        if not data.root:
-            raise _layout_error("data.dataset=imagefolder but data.root is not set", Path("ROOT"))
-        root = Path(data.root).expanduser()
+        root = _imagefolder_root(data)
     else:
         raise DatasetError(f"data.dataset={data.dataset!r} is not one of synthetic, imagefolder")
-    classes = check_imagefolder_layout(root)
-    if data.num_classes is not None and data.num_classes != len(classes):
-        raise DatasetError(
-            f"data.num_classes={data.num_classes} but {root}/train holds {len(classes)} classes; "
-            "set data.num_classes to that number or leave it unset (null) to take it from the data")
+    _check_num_classes(data, root, check_imagefolder_layout(root))
     return root
+
+
+def _holds_image(folder: str) -> bool:
+    """Whether ImageFolder would find an image under ``folder`` (it searches subfolders too); reads
+    only as far as the first image, so it stays cheap for ImageNet's 1300 files per class."""
+    subfolders = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                subfolders.append(entry.path)
+            elif entry.name.lower().endswith(IMG_EXTENSIONS):
+                return True
+    return any(_holds_image(sub) for sub in subfolders)
+
+
+def _check_class_folders_hold_images(root: Path, classes: list[str]) -> None:
+    """ImageFolder refuses a class folder without any image file, but only once a job lists it."""
+    for split in ("train", "val"):
+        for name in classes:
+            if not _holds_image(str(root / split / name)):
+                raise _layout_error(f"class folder {root / split / name} holds no image file "
+                                    f"({', '.join(IMG_EXTENSIONS)})", root)
+
+
+def check_suite_data(jobs) -> dict[Path, list[str]]:
+    """Check each distinct ImageFolder root of ``jobs`` once, in the suite driver before anything starts
+    (layout, class folders, data.num_classes), so that a wrong data.root fails in seconds with its fix
+    instead of failing every job on Ray. The synthetic dataset is written by the jobs and needs no check.
+    Returns root -> class names. (On a cluster the driver must see the data where the jobs will.)"""
+    classes_of: dict[Path, list[str]] = {}
+    for job in jobs:
+        data = job.config.data
+        if data.dataset != "imagefolder":
+            continue
+        root = _imagefolder_root(data)
+        if root not in classes_of:
+            classes_of[root] = check_imagefolder_layout(root)
+            _check_class_folders_hold_images(root, classes_of[root])
+        _check_num_classes(data, root, classes_of[root])
+    return classes_of
 
 
 def _image_folder(split_dir: Path, transform) -> ImageFolder:

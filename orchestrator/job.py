@@ -1,8 +1,11 @@
 """One job end to end: train, then evaluate the full accuracy matrix (rank 0)."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
+
+import torch
 
 from analysis.matrix import Matrix, evaluate_matrix
 from jobspec import JobConfig
@@ -31,8 +34,25 @@ def evaluate_job(cfg: JobConfig, trained: TrainedJob, runtime: Runtime) -> Matri
     return matrix
 
 
+@contextlib.contextmanager
+def cpu_threads(cpus_per_worker: float):
+    """torch's intra-op threads = the CPUs the job asked for per worker (at least 1), restored after.
+
+    A CPU reduction's result depends on how it is split over threads, so the same config gives the
+    same numbers on any machine only with the same thread count: by default torch takes every core
+    of the machine, Ray's workers whatever OMP_NUM_THREADS says.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus_per_worker)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_job(cfg: JobConfig, runtime: Runtime, job_hash: str) -> JobResult:
-    trained = train(cfg, runtime, job_hash)
-    start = time.perf_counter()
-    matrix = evaluate_job(cfg, trained, runtime) if runtime.rank == 0 else None
+    with cpu_threads(cfg.resources.cpus_per_worker):
+        trained = train(cfg, runtime, job_hash)
+        start = time.perf_counter()
+        matrix = evaluate_job(cfg, trained, runtime) if runtime.rank == 0 else None
     return JobResult(trained, matrix, time.perf_counter() - start)

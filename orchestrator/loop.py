@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from analysis.matrix import diagonal_top1
-from jobspec import JobConfig
+from jobspec import ConfigError, JobConfig
 from methods import LossOutput, Method, build_method
 from orchestrator import checkpoint as ckpt
 from orchestrator.data import (build_calibration_images, build_calibration_loader, build_loader,
@@ -81,7 +81,8 @@ class LocalRuntime(Runtime):
         if checkpoint_dir is not None and self.out_dir is not None:
             ckpt.copy(checkpoint_dir, self.out_dir / "checkpoint")
         shown = {k: v for k, v in metrics.items() if k.startswith(("loss/", "acc1/", "lr", "img_per_s"))}
-        self.log(f"epoch {metrics['epoch']}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+        # Counted from 1, as the live view of `resolab run` shows it (metrics["epoch"] counts from 0).
+        self.log(f"epoch {metrics['epoch'] + 1}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
 
 @dataclass
@@ -221,7 +222,7 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
     val_loader = build_loader(val_set, cfg.eval.batch_size, shuffle=False, seed=0,
                               workers=cfg.data.loader_workers, drop_last=False)
     if len(loader) == 0:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} is larger than the training set "
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set "
                          f"({len(train_set)} images over {runtime.world_size} workers); lower it")
 
     net = method.build(num_classes).to(device)

@@ -3,9 +3,10 @@ and a Tune callback that records what trials report. All writes happen in the dr
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
-import urllib.error
-import urllib.request
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import logging
@@ -18,37 +19,25 @@ from ray.tune import Callback
 from analysis.matrix import Matrix
 from analysis.mlflow_batch import log_batched
 from analysis.report import log_matrix
+from analysis import tracking_check
+from analysis.tracking_check import TrackingUnavailable  # noqa: F401 (check_tracking raises it)
 from jobspec import flatten, param_value
 from orchestrator.reuse import copy_run, finished_runs_by_hash
-from orchestrator.tracking import HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags, store_creation_lock
+from orchestrator.tracking import (DRIVER_GONE_AFTER_S, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags,
+                                   store_creation_lock)
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets its own level on import
 
+# Where the suite driver runs (``this_driver``), on the parent run.
+DRIVER_TAG = "resolab.driver"
 EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s", "val_time_s", "world_size",
               "start_epoch")
 
 
-class TrackingUnavailable(RuntimeError):
-    pass
-
-
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Fail before anything trains if the tracking store cannot be reached or opened."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-                if response.status != 200:
-                    raise TrackingUnavailable(f"MLflow server {uri} answered /health with HTTP {response.status}")
-        except (urllib.error.URLError, OSError) as exc:
-            raise TrackingUnavailable(
-                f"cannot reach the MLflow tracking server at {uri} ({exc}). Start it, fix --tracking-uri / "
-                "MLFLOW_TRACKING_URI, or leave both unset to use the project's SQLite file.") from None
-        return
-    try:
-        with store_creation_lock(uri):
-            MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 — any failure here means "unusable store"
-        raise TrackingUnavailable(f"cannot open the MLflow tracking store {uri}: {exc}") from None
+    """Fail before anything trains if the tracking store cannot be reached or opened (TrackingUnavailable).
+    A new SQLite store is created under the lock that keeps concurrent schema creations apart."""
+    tracking_check.check_tracking(uri, timeout, opening=store_creation_lock)
 
 
 def artifact_location(uri: str) -> str | None:
@@ -60,26 +49,55 @@ def artifact_location(uri: str) -> str | None:
 
 
 class SuiteTracking:
-    """Experiment, parent run and child runs of one ``resolab run`` invocation."""
+    """Experiment, parent run and child runs of one ``resolab run`` invocation.
+
+    The parent run is made when the invocation first records something, so a rerun with every job
+    already finished leaves no empty parent run behind. Parent runs of this suite whose driver is gone
+    (killed: ``kill -9``, a lost machine) are ended as KILLED, since nothing else would ever end them."""
 
     def __init__(self, uri: str, suite, command: str):
         self.client = MlflowClient(uri)
-        self.uri, self.suite = uri, suite
+        self.uri, self.suite, self.command = uri, suite, command
         experiment = self.client.get_experiment_by_name(suite.name)
         self.experiment_id = (experiment.experiment_id if experiment
                               else self.client.create_experiment(suite.name, artifact_location=artifact_location(uri)))
-        self.parent_id = self.client.create_run(
-            self.experiment_id, run_name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={"resolab.kind": "suite", "resolab.suite": suite.name, "resolab.command": command,
-                  "resolab.code_version": code_version(), HEARTBEAT_TAG: str(time.time())}).info.run_id
+        self._parent_id: str | None = None
+        self.ended_parents = self.end_abandoned_parents()
+
+    @property
+    def parent_id(self) -> str:
+        if self._parent_id is None:
+            self._parent_id = self.client.create_run(
+                self.experiment_id, run_name=f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                tags={"resolab.kind": "suite", "resolab.suite": self.suite.name, "resolab.command": self.command,
+                      "resolab.code_version": code_version(), HEARTBEAT_TAG: str(time.time()),
+                      DRIVER_TAG: this_driver()}).info.run_id
+        return self._parent_id
+
+    def end_abandoned_parents(self, now: float | None = None) -> dict[str, str]:
+        """End as KILLED every RUNNING parent run of this suite whose driver is gone; their unfinished
+        job runs are left as they are: this invocation resumes them, and `resolab status` reads them as
+        interrupted. Returns run id -> why its driver is gone."""
+        now = time.time() if now is None else now
+        ended = {}
+        for run in self.client.search_runs(
+                [self.experiment_id], "tags.`resolab.kind` = 'suite' and attributes.status = 'RUNNING'",
+                max_results=50000):
+            why = driver_gone(run.data.tags, now)
+            if why:
+                last_sign = float(run.data.tags.get(HEARTBEAT_TAG, 0.0)) or now
+                self.client.set_tag(run.info.run_id, "resolab.error", f"ended by a later `resolab run`: {why}")
+                self.client.set_terminated(run.info.run_id, status="KILLED", end_time=int(last_sign * 1000))
+                ended[run.info.run_id] = why
+        return ended
 
     def job_runs(self) -> list:
         return self.client.search_runs([self.experiment_id], "tags.`resolab.kind` = 'job'", max_results=50000)
 
-    def prepare(self, jobs, reuse: bool = True) -> tuple[list, list, dict[str, str]]:
-        """Split jobs into (already finished here, copied from another suite's finished run, {name: run id
-        to record into}). An unfinished run of the same config hash from an earlier invocation is reused,
-        so a rerun creates no duplicates."""
+    def prepare(self, jobs, reuse: bool = True) -> tuple[list, list, JobRuns]:
+        """Split jobs into (already finished here, copied from another suite's finished run, the runs to
+        record into). An unfinished run of the same config hash from an earlier invocation is reused,
+        so a rerun creates no duplicates; a job without one gets its run when it starts (``JobRuns``)."""
         runs = self.job_runs()
         finished = {r.data.tags.get("resolab.config_hash") for r in runs if r.info.status == "FINISHED"}
         unfinished: dict[str, str] = {}
@@ -87,7 +105,7 @@ class SuiteTracking:
             if r.info.status != "FINISHED":
                 unfinished[r.data.tags.get("resolab.config_hash")] = r.info.run_id
         elsewhere = finished_runs_by_hash(self.client, self.experiment_id) if reuse else {}
-        done, copied, run_ids = [], [], {}
+        done, copied, run_ids, waiting = [], [], {}, {}
         for job in jobs:
             if job.hash in finished:
                 done.append(job)
@@ -101,21 +119,101 @@ class SuiteTracking:
                 self.client.set_tag(run_ids[job.name], "mlflow.parentRunId", self.parent_id)
                 self.client.update_run(run_ids[job.name], status="SCHEDULED")
             else:
-                run_ids[job.name] = self._new_child(job)
-        return done, copied, run_ids
+                waiting[job.name] = job
+        return done, copied, JobRuns(self, run_ids, waiting)
 
     def _child_tags(self, job) -> dict[str, str]:
         return {**job_tags(self.suite.name, job, code_version()), "mlflow.parentRunId": self.parent_id}
 
-    def _new_child(self, job) -> str:
-        run_id = self.client.create_run(self.experiment_id, run_name=job.name, tags=self._child_tags(job)).info.run_id
+    def _new_child(self, job, tags: dict[str, str] | None = None) -> str:
+        run_id = self.client.create_run(self.experiment_id, run_name=job.name,
+                                        tags={**self._child_tags(job), **(tags or {})}).info.run_id
         self.client.update_run(run_id, status="SCHEDULED")
         log_batched(self.client, run_id,
                     params=[mlflow.entities.Param(k, param_value(v)) for k, v in flatten(job.config).items()])
         return run_id
 
     def finish_suite(self, failed: bool) -> None:
-        self.client.set_terminated(self.parent_id, status="FAILED" if failed else "FINISHED")
+        if self._parent_id is not None:
+            self.client.set_terminated(self._parent_id, status="FAILED" if failed else "FINISHED")
+
+
+class JobRuns(MutableMapping):
+    """Job name -> MLflow run id, for the jobs that one invocation runs. A job without a run yet gets
+    one when it is first asked for, normally by its trial's start (``MlflowSink.on_trial_start``):
+    MLflow cannot move a run's start time, and a run made when the suite starts would show the job's
+    time in the queue as part of its Duration. Until then the job has no run (`resolab status`: pending)."""
+
+    def __init__(self, tracking: SuiteTracking, run_ids: dict[str, str], waiting: dict):
+        self.tracking, self.ids, self.waiting = tracking, dict(run_ids), dict(waiting)
+        self.later_tags: dict[str, dict[str, str]] = {}  # job name -> tags for the run made when it starts
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.ids:
+            job = self.waiting.pop(name)  # KeyError: not a job of this invocation
+            self.ids[name] = self.tracking._new_child(job, self.later_tags.pop(name, None))
+        return self.ids[name]
+
+    def __setitem__(self, name: str, run_id: str) -> None:
+        self.waiting.pop(name, None)
+        self.ids[name] = run_id
+
+    def __delitem__(self, name: str) -> None:
+        if self.ids.pop(name, None) is None and self.waiting.pop(name, None) is None:
+            raise KeyError(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self.ids or name in self.waiting
+
+    def __iter__(self):
+        return iter([*self.ids, *self.waiting])
+
+    def __len__(self) -> int:
+        return len(self.ids) + len(self.waiting)
+
+    def set_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Tag the job's run now, or its run-to-be when it is made."""
+        if name in self.ids:
+            for key, value in tags.items():
+                self.tracking.client.set_tag(self.ids[name], key, value)
+        else:
+            self.later_tags[name] = {**self.later_tags.get(name, {}), **tags}
+
+
+def this_driver() -> str:
+    """Host, pid namespace, pid and process start, stamped on the parent run: a later invocation on the
+    same machine can tell at once that this driver is gone, instead of waiting DRIVER_GONE_AFTER_S for
+    its heartbeat to go stale."""
+    return f"{socket.gethostname()} {_pid_namespace()} {os.getpid()} {_process_start(os.getpid())}"
+
+
+def _pid_namespace() -> str:
+    """Containers sharing the host's name can still have their own pids."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> str:
+    """The process's start in clock ticks since boot, so that a reused pid is not taken for the driver;
+    '' where there is no such process (or no /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def driver_gone(tags: dict[str, str], now: float) -> str | None:
+    """Why the driver of a RUNNING parent run (its ``tags``) no longer runs, or None while it may."""
+    silent = now - float(tags.get(HEARTBEAT_TAG, 0.0))
+    if silent > DRIVER_GONE_AFTER_S:
+        return f"its driver has been silent for {silent / 60:.0f} min"
+    where = tags.get(DRIVER_TAG, "").split()
+    if (len(where) == 4 and where[0] == socket.gethostname() and where[1] == _pid_namespace() and where[3]
+            and _process_start(int(where[2])) != where[3]):
+        return f"its driver (pid {where[2]} on {where[0]}) is no longer running"
+    return None
 
 
 class MlflowSink(Callback):

@@ -6,6 +6,7 @@ import time
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from analysis.tracking_check import check_tracking
 from orchestrator import checkpoint as ckpt
 from orchestrator.ray_job import job_dir
 from orchestrator.evaluate_only import EVALUATED_FROM_TAG, ModelStore
@@ -22,9 +23,10 @@ def job_states(suite, tracking_uri: str | None = None, now: float | None = None)
     """job name -> (state, detail): done if the job's config hash has a FINISHED run, else its newest run
     decides; a running or pending run whose suite driver went silent is "interrupted"."""
     uri = resolve_tracking_uri(tracking_uri)
-    with store_creation_lock(uri):
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name(suite.name)
+    # One line in seconds for a store that is not there, instead of MLflow's minutes of retries.
+    check_tracking(uri, opening=store_creation_lock)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(suite.name)
     runs = client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'",
                               max_results=50000) if experiment else []
     newest = {}

@@ -1,10 +1,12 @@
 """``resolab run``: a suite as a Ray Tune grid, one trial per job, recorded in MLflow.
 
-Order of work: validate every job (``load_suite``) → check the tracking store → skip jobs whose config
-hash already has a FINISHED run, copy those finished in another suite (``orchestrator.reuse``), evaluate
-those whose trained model is on disk from a run that only evaluated differently
-(``orchestrator.evaluate_only``) → start (or join) Ray → one Tune trial per remaining job, packed by the
-resources each job asks for → the driver records every report in MLflow.
+Order of work: validate every job (``load_suite``) → check each ImageFolder root once → check the
+tracking store (nothing is recorded before these pass) → end the suite runs of drivers that are gone →
+skip jobs whose config hash already has a FINISHED run, copy those finished in another suite
+(``orchestrator.reuse``), evaluate those whose trained model is on disk from a run that only evaluated
+differently (``orchestrator.evaluate_only``) → start (or join) Ray → one Tune trial per remaining job,
+packed by the resources each job asks for → the driver records every report in MLflow. A job's run is
+made when its trial starts, the suite's parent run when there is something to record.
 """
 from __future__ import annotations
 
@@ -113,12 +115,15 @@ def init_ray(address: str | None) -> None:
 
 
 def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
+    from orchestrator.data import check_suite_data
     from orchestrator.evaluate_only import ModelStore, plan_evaluations
     from orchestrator.mlflow_sink import SuiteTracking, check_tracking
 
     stream = stream or sys.stdout
+    # Before the store is touched or Ray starts: a suite that cannot run records nothing.
+    check_suite_data(suite.jobs)
     uri = resolve_tracking_uri(options.tracking_uri)
-    check_tracking(uri)  # before anything trains
+    check_tracking(uri)
     storage = options.storage or default_storage()
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
     done, copied, run_ids = tracking.prepare(suite.jobs, reuse=options.reuse)
@@ -126,6 +131,8 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     evaluations = (plan_evaluations(tracking, suite.jobs, run_ids, ModelStore(tracking.client, storage))
                    if options.reuse and run_ids else {})
     outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
+    for run_id, why in tracking.ended_parents.items():
+        print(f"suite run {run_id} ended as KILLED: {why}", file=stream)
     print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied from "
           f"other suites' finished runs, {len(evaluations)} to evaluate from models trained by other jobs, "
           f"{len(run_ids) - len(evaluations)} to run; tracking {uri}", file=stream)
@@ -141,9 +148,9 @@ def evaluation_job(job):
     return dataclasses.replace(job, config=config)
 
 
-def run_trials(suite, tracking, run_ids: dict[str, str], evaluate_only: set[str], storage: str,
+def run_trials(suite, tracking, run_ids, evaluate_only: set[str], storage: str,
                options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
-    """One Tune trial per job of ``run_ids`` (job name -> MLflow run), recorded by the driver;
+    """One Tune trial per job of ``run_ids`` (``JobRuns``: job name -> MLflow run), recorded by the driver;
     ``evaluate_only``: jobs whose checkpoint is final, run on one worker and first (minutes each)."""
     from ray import tune
 
@@ -163,15 +170,15 @@ def run_trials(suite, tracking, run_ids: dict[str, str], evaluate_only: set[str]
         return outcome
     for job in todo:  # what a later evaluation looks for (also on runs begun before these tags existed)
         path = job_dir(storage, suite.name, job.name, job.hash).resolve()
-        tracking.client.set_tag(run_ids[job.name], CHECKPOINT_DIR_TAG, str(path))
-        tracking.client.set_tag(run_ids[job.name], TRAINING_HASH_TAG, training_hash(job.config))
+        run_ids.set_tags(job.name, {CHECKPOINT_DIR_TAG: str(path), TRAINING_HASH_TAG: training_hash(job.config)})
 
+    parent_id = tracking.parent_id  # made now at the latest: the invocation's run covers Ray's start
     started = time.monotonic()
     init_ray(options.address)
     import ray
     jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash} for j in todo}
     by_name = {j.name: j for j in todo}
-    sink = MlflowSink(tracking.client, run_ids, tracking.parent_id)
+    sink = MlflowSink(tracking.client, run_ids, parent_id)
     slots = max_concurrency(todo, ray.cluster_resources())
     live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo}, {j.name: cost(j) for j in todo},
                     already_done=len(outcome.skipped) + len(outcome.reused), slots=slots,
@@ -185,7 +192,7 @@ def run_trials(suite, tracking, run_ids: dict[str, str], evaluate_only: set[str]
         tune_config=tune.TuneConfig(max_concurrent_trials=slots,
                                     reuse_actors=False),
         run_config=tune.RunConfig(
-            name=f"{suite.name}-{tracking.parent_id[:8]}", storage_path=storage, verbose=0,
+            name=f"{suite.name}-{parent_id[:8]}", storage_path=storage, verbose=0,
             callbacks=[sink, live],
             # Ray's copy of each report's checkpoint serves retries within this invocation, which need
             # only the latest; the job's own final checkpoint stays in its stable directory.

@@ -1,7 +1,8 @@
 """MLflow conventions: how suites and jobs are recorded in the tracking store.
 
 Layout: one MLflow experiment per suite (named after the suite); one parent run per ``resolab run``
-invocation (tag resolab.kind=suite); one child run per job (tag resolab.kind=job) carrying:
+invocation that records something (tag resolab.kind=suite); one child run per job (tag
+resolab.kind=job, created when the job starts) carrying:
 - params: the flattened job config, values rendered by ``jobspec.param_value``;
 - tags: ``JOB_TAGS`` below, plus ``CHECKPOINT_DIR_TAG`` (where its final checkpoint stays) on every
   run that a trial trains or evaluates;

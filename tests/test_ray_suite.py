@@ -177,18 +177,22 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
     assert [s for s, _ in states.values()].count("done") == len(finished_before)
     assert "interrupted" not in {s for s, _ in states.values()}
     later = job_states(suite, f"sqlite:///{db}", now=time.time() + DRIVER_GONE_AFTER_S + 60)
+    started = len(before)  # a job gets its run when it starts; one still queued has none and is pending
     assert sorted(s for s, _ in later.values()) == sorted(["done"] * len(finished_before)
-                                                         + ["interrupted"] * (3 - len(finished_before)))
+                                                         + ["interrupted"] * (started - len(finished_before))
+                                                         + ["pending"] * (3 - started))
 
     rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"{len(finished_before)} already finished" in rerun.stdout
     after = {r.info.run_id: r for r in _job_runs_sqlite(db)}
-    assert set(after) == set(before)  # no duplicate runs: unfinished ones were reused
+    assert set(before) <= set(after) and len(after) == 3  # no duplicate runs: unfinished ones were reused
     assert all(r.info.status == "FINISHED" for r in after.values())
+    client = MlflowClient(f"sqlite:///{db}")
+    parents = client.search_runs([next(iter(after.values())).info.experiment_id], "tags.`resolab.kind` = 'suite'")
+    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]  # the killed driver's run is ended
     for rid in finished_before:  # finished jobs were not trained again
         assert after[rid].info.end_time == before[rid].info.end_time
-    client = MlflowClient(f"sqlite:///{db}")
     for rid, run in after.items():  # interrupted jobs with a checkpoint resumed from it, not from scratch
         if rid not in finished_before and run.data.tags["resolab.config_hash"] in checkpointed:
             # A job killed during its final matrix has no epochs left; resumed_at_epoch is then 4.

@@ -176,3 +176,32 @@ def test_huge_learning_rate_diverges_with_a_clear_error(tiny_job, tmp_path):
     cfg = tiny_job(**{"method.name": "parallel", "train.lr": 1e8, "train.max_steps_per_epoch": 5})
     with pytest.raises(TrainingDiverged, match=r"epoch 0 step [1-4].*Lower train\.lr"):
         train(cfg, RecordingRuntime(tmp_path), "h")
+
+
+class ThreadRecordingRuntime(LocalRuntime):
+    """The local runtime, noting torch's thread count at every epoch report."""
+
+    def __init__(self):
+        super().__init__(None, device="cpu", log=lambda line: None)
+        self.threads: list[int] = []
+
+    def report(self, metrics, checkpoint_dir):
+        self.threads.append(torch.get_num_threads())
+        super().report(metrics, checkpoint_dir)
+
+
+def test_a_job_runs_on_its_cpus_per_worker_threads_and_repeats_exactly(tiny_job):
+    from orchestrator.job import run_job
+
+    cfg = tiny_job(**{"resources.cpus_per_worker": 1.0, "train.epochs": 2})
+    before = torch.get_num_threads()
+    results = []
+    for _ in range(2):
+        runtime = ThreadRecordingRuntime()
+        result = run_job(cfg, runtime, "hash")
+        assert runtime.threads == [1, 1]  # set from the job's resources, whatever the machine has
+        results.append(result)
+    assert torch.get_num_threads() == before  # the caller's setting is restored
+    first, second = results
+    assert first.matrix.frame.equals(second.matrix.frame)
+    assert [h["loss/total"] for h in first.trained.history] == [h["loss/total"] for h in second.trained.history]

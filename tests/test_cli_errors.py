@@ -1,0 +1,236 @@
+"""Every entry point on bad input, run as a user runs it (a subprocess): a non-zero exit, one line that
+names the problem, no traceback; an unreachable tracking server within seconds, not MLflow's minutes
+of retries. None of these starts Ray.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from backbones.catalog import BACKBONES
+from methods.catalog import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens there
+FAST_S = 10.0  # the project's limit for refusing an unreachable tracking server
+
+JOB = {
+    "model": {"backbone": "resnet_tiny", "small_input": True, "width": 8},
+    "method": {"name": "rsnet"},
+    "data": {"dataset": "synthetic", "resolutions": [32, 24], "loader_workers": 0,
+             "synthetic": {"num_train": 20, "num_val": 10, "min_size": 32, "max_size": 40}},
+    "train": {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 1},
+    "resources": {"workers": 1, "cpus_per_worker": 1},
+}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """RESOLAB_HOME of the commands: their stores, data and checkpoints stay in the test's folder."""
+    return tmp_path / "home"
+
+
+def run(args: list[str], home: Path, **env) -> Result:
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    environment.update(RESOLAB_HOME=str(home), **env)
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=environment, capture_output=True, text=True,
+                          timeout=180)
+    return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+
+
+def resolab(home: Path, *args: str, **env) -> Result:
+    return run(["-m", "orchestrator.cli", *args], home, **env)
+
+
+def make_tables(home: Path, *args: str) -> Result:
+    return run(["analysis/make_tables.py", *args], home)
+
+
+def refused(result: Result, prefix: str) -> str:
+    """The one line on stderr of a command that refused its input (stdout may hold progress lines)."""
+    both = result.out + result.err
+    assert result.code != 0, both
+    assert "Traceback" not in both, both
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith(prefix), lines[0]
+    return lines[0]
+
+
+def write_suite(folder: Path, **dotted) -> Path:
+    """A one-job suite file; dotted keys override or add settings (``train.epoch=1`` writes a typo)."""
+    job = yaml.safe_load(yaml.safe_dump(JOB))
+    for key, value in dotted.items():
+        *path, leaf = key.split(".")
+        node = job
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = folder / "cli_errors.yaml"
+    path.write_text(yaml.safe_dump({"name": "cli_errors", "job": job}))
+    return path
+
+
+def suite_command(command: str, suite: Path, tmp_path: Path) -> list[str]:
+    if command == "train":
+        return ["train", str(suite), "--out", str(tmp_path / "out")]
+    return [command, str(suite), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+
+
+# ---------------------------------------------------------------- config and data
+
+
+@pytest.mark.parametrize("command", ["run", "evaluate", "status", "train"])
+def test_a_config_typo_is_one_line_naming_the_key(command, tmp_path, home):
+    suite = write_suite(tmp_path, **{"train.epoch": 1})
+    line = refused(resolab(home, *suite_command(command, suite, tmp_path)), "resolab: config error: ")
+    assert "'train.epoch'" in line and "did you mean 'train.epochs'" in line
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_a_missing_dataset_root_is_one_line_with_the_fix(command, tmp_path, home):
+    missing = tmp_path / "imagenet"
+    suite = write_suite(tmp_path, **{"data.dataset": "imagefolder", "data.root": str(missing)})
+    line = refused(resolab(home, *suite_command(command, suite, tmp_path)), "resolab: ")
+    assert f"dataset root not found: {missing}" in line and "Fix: set data.root" in line
+    assert not (tmp_path / "mlflow.db").exists()  # refused before anything was recorded
+
+
+def test_a_batch_larger_than_the_data_is_one_line(tmp_path, home):
+    suite = write_suite(tmp_path, **{"train.batch_size": 100000})
+    line = refused(resolab(home, *suite_command("train", suite, tmp_path)), "resolab: config error: ")
+    assert "train.batch_size=100000 is larger than the training set (20 images" in line and "lower it" in line
+
+
+# ---------------------------------------------------------------- the tracking store
+
+
+@pytest.mark.parametrize("command", ["run", "evaluate", "status"])
+def test_an_unreachable_tracking_server_is_refused_in_seconds(command, tmp_path, home):
+    result = resolab(home, command, str(write_suite(tmp_path)), "--tracking-uri", UNREACHABLE)
+    line = refused(result, "resolab: cannot reach the MLflow tracking server at ")
+    assert UNREACHABLE in line and "--tracking-uri" in line
+    assert result.seconds < FAST_S
+
+
+def test_make_tables_refuses_an_unreachable_server_in_seconds(home):
+    result = make_tables(home, "quickstart", "--tracking-uri", UNREACHABLE)
+    line = refused(result, "make_tables: cannot reach the MLflow tracking server at ")
+    assert UNREACHABLE in line and "--tracking-uri" in line
+    assert result.seconds < FAST_S
+
+
+def test_the_server_from_the_environment_is_checked_too(tmp_path, home):
+    result = resolab(home, "status", str(write_suite(tmp_path)), MLFLOW_TRACKING_URI=UNREACHABLE)
+    assert UNREACHABLE in refused(result, "resolab: cannot reach the MLflow tracking server")
+    assert result.seconds < FAST_S
+
+
+def test_a_server_that_never_answers_is_refused_in_seconds(tmp_path, home):
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result = resolab(home, "status", str(write_suite(tmp_path)), "--tracking-uri", url)
+    assert "timed out" in refused(result, f"resolab: cannot reach the MLflow tracking server at {url}")
+    assert result.seconds < FAST_S
+
+
+def test_a_file_that_is_no_store_is_one_line(tmp_path, home):
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_text("not a database\n" * 100)
+    result = resolab(home, "status", str(write_suite(tmp_path)), "--tracking-uri", f"sqlite:///{not_a_store}")
+    assert "file is not a database" in refused(result, "resolab: cannot open the MLflow tracking store sqlite:///")
+
+
+def test_status_passes_the_check_of_a_real_server(tmp_path, home, mlflow_server):
+    url, _ = mlflow_server
+    result = resolab(home, "status", str(write_suite(tmp_path)), "--tracking-uri", url)
+    assert result.code == 0, result.err
+    assert "pending     rsnet-resnet_tiny" in result.out
+
+
+def test_make_tables_bad_filter_is_one_line(tmp_path, home, empty_db):
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(empty_db, db)
+    client = MlflowClient(f"sqlite:///{db}")
+    run_id = client.create_run(client.create_experiment("quickstart"), tags={"resolab.kind": "job"}).info.run_id
+    client.set_terminated(run_id)
+    result = make_tables(home, "quickstart", "--tracking-uri", f"sqlite:///{db}", "--no-log",
+                         "--filter", "params.x === 3")
+    assert result.code == 2
+    refused(result, "make_tables: ")
+
+
+def test_make_tables_unknown_table_is_one_line(home):
+    line = refused(make_tables(home, "quickstart_typo"), "make_tables: unknown table(s) quickstart_typo")
+    assert "quickstart" in line.split("choose from", 1)[1]
+
+
+# ---------------------------------------------------------------- describe
+
+
+@pytest.mark.parametrize("resolutions", [["224", "0"], ["-5"], ["224px"]])
+def test_describe_refuses_a_resolution_that_is_not_a_positive_number(resolutions, home):
+    line = refused(resolab(home, "describe", "--backbone", "resnet_tiny", "--resolutions", *resolutions),
+                   "resolab describe: error: argument --resolutions: ")
+    assert "resolab describe --help" in line
+
+
+@pytest.mark.parametrize("option, typo, choice", [("--backbone", "resnet19", "resnet18"),
+                                                  ("--method", "rsnett", "rsnet")])
+def test_describe_names_the_choices_of_a_typo(option, typo, choice, home):
+    args = ["--backbone", "resnet18", "--method", "rsnet"]
+    args[args.index(option) + 1] = typo
+    line = refused(resolab(home, "describe", *args), f"resolab describe: error: argument {option}: invalid choice")
+    assert typo in line and f"'{choice}'" in line
+
+
+# ---------------------------------------------------------------- --debug and help
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(where, tmp_path, home):
+    command = ["status", str(write_suite(tmp_path)), "--tracking-uri", UNREACHABLE]
+    args = ["--debug", *command] if where == "before" else [*command, "--debug"]
+    result = resolab(home, *args)
+    assert result.code != 0
+    assert "Traceback" in result.err and "TrackingUnavailable" in result.err
+
+
+def test_help_is_plain_text_and_lists_the_choices_and_states(home):
+    top = resolab(home, "--help")
+    assert top.code == 0 and "``" not in top.out and "--debug" in top.out
+    status = resolab(home, "status", "--help").out
+    for state in ("done", "running", "interrupted", "failed", "pending"):
+        assert f"\n  {state} " in status, state
+    describe = resolab(home, "describe", "--help").out
+    assert "{" + ",".join(BACKBONES) + "}" in describe and "{" + ",".join(METHODS) + "}" in describe
+
+
+def test_train_counts_epochs_from_one():
+    from orchestrator.loop import LocalRuntime
+
+    lines: list[str] = []
+    LocalRuntime(device="cpu", log=lines.append).report({"epoch": 0, "loss/total": 2.0, "acc1/r32": 10.0}, None)
+    assert lines == ["epoch 1: loss/total=2  acc1/r32=10"]
