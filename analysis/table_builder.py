@@ -133,7 +133,7 @@ def matrix_panel(ctx: Context, title: str, rows: list[MatrixRow], columns: list[
             is_proxy = proxy_of is not None and mrow.row == proxy_row(proxy_of, test)
             cells.append(Cell(ctx.text(stat), marked=is_proxy))
             means[(mrow.row, test)] = stat.mean if stat else math.nan
-            if is_proxy:
+            if is_proxy or mrow.row == test:  # the heatmap outlines the diagonal too (its caption says so)
                 marked.add((mrow.row, test))
             if stat is None and mrow.group is not None:
                 absent.append(test)

@@ -587,3 +587,17 @@ def test_script_entry_point_lists_tables():
 def test_bad_filter_is_one_line_not_a_traceback(capsys, store_uri):
     code, out, err = run_cli(capsys, "san_table1", "--tracking-uri", store_uri, "--no-log", "--filter", "params.x =")
     assert code == 2 and err.startswith("make_tables: ") and "Traceback" not in err
+
+
+def test_heatmaps_outline_the_diagonal_of_every_matrix_panel(store_uri):
+    """The caption says train = test cells are outlined: also in the I-Nets panel, which has no proxy cells."""
+    from analysis.tables import BUILDERS
+
+    runs = make_tables.fetch_runs(MlflowClient(store_uri), "san_table1")
+    table = BUILDERS["san_table1"](runs)
+    inets, san = [p for p in table.panels if p.heatmap is not None][:2]
+    frame, marked = inets.heatmap
+    diagonal = {(r, t) for r in frame.index for t in frame.columns if r == t}
+    assert diagonal and diagonal <= marked
+    assert not any(cell.marked for row in inets.rows for cell in row)  # the table text marks proxy cells only
+    assert diagonal <= san.heatmap[1] and len(san.heatmap[1]) > len(diagonal)  # SAN: diagonal and proxy rows
