@@ -74,8 +74,9 @@ def test_two_worker_ddp_job_and_a_diverging_one_that_fails_without_retries(local
 
 
 def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, home, tmp_path):
-    path = write_suite(tmp_path, "grid", grid={"train.lr": [0.05, 0.02, 1.0e9]},
-                       job_overrides={"train.divergence_threshold": 50.0})
+    # Jobs of a few seconds, long enough for two to be seen running at once whatever the machine's load.
+    longer = {"train.divergence_threshold": 50.0, "train.epochs": 3, "train.max_steps_per_epoch": 4}
+    path = write_suite(tmp_path, "grid", grid={"train.lr": [0.05, 0.02, 1.0e9]}, job_overrides=longer)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, live_interval=60))
     assert outcome.max_running >= 2  # 0.5 CPU per job on 2 CPUs: several at once
@@ -90,8 +91,7 @@ def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, 
     assert "diverged" in failed_run.data.tags["resolab.error"]
 
     # Another suite holding one of the finished configs copies its run and starts no trial at all.
-    again = run_suite(load_suite(write_suite(tmp_path, "grid_again", {"train.lr": 0.05,
-                                                                   "train.divergence_threshold": 50.0})),
+    again = run_suite(load_suite(write_suite(tmp_path, "grid_again", {"train.lr": 0.05, **longer})),
                       RunOptions(tracking_uri=uri, live_interval=60))
     assert (len(again.reused), again.finished, again.failed, again.wall_s) == (1, [], {}, 0.0)
     client, (copy,) = runs_of(uri, "grid_again")
