@@ -41,7 +41,7 @@ QUICKSTART_COMMAND = "resolab run experiments/quickstart.yaml"
 FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}  # --format -> file extension (table_render.RENDERERS)
 # Builders that read per-image predictions or other run artifacts declare these keywords; the others
 # never see them.
-PER_IMAGE_OPTIONS = ("predictions", "ci", "gap_cdf")
+ARTIFACT_OPTIONS = ("predictions", "ci", "gap_cdf")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class TableSpec:
         from analysis.tables import BUILDERS
         builder = BUILDERS[self.builder]
         taken = inspect.signature(builder).parameters
-        return builder(*args, **{k: v for k, v in kwargs.items() if k not in PER_IMAGE_OPTIONS or k in taken})
+        return builder(*args, **{k: v for k, v in kwargs.items() if k not in ARTIFACT_OPTIONS or k in taken})
 
 
 TABLES = {spec.name: spec for spec in [
@@ -79,6 +79,17 @@ TABLES = {spec.name: spec for spec in [
 ]}
 
 
+def _resample_count(text: str) -> int:
+    """argparse type of --ci-resamples: a 95% percentile interval needs at least 100 resamples."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 100:
+        raise argparse.ArgumentTypeError(f"expected at least 100 resamples for a 95% interval, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="make_tables.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list the known tables and the suites they read")
     parser.add_argument("--ci", action="store_true", help="add a 95%% paired-bootstrap interval over validation images "
                                                           "to every top-1 gain over I-Nets (needs per-image predictions)")
-    parser.add_argument("--ci-resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    parser.add_argument("--ci-resamples", type=_resample_count, default=1000, metavar="N",
+                        help="bootstrap resamples, at least 100 (default 1000)")
     return parser
 
 
@@ -308,7 +320,7 @@ def _make_tables(args, uri: str, client, runs: SuiteRuns) -> int:
 
     from analysis.report import read_gap_cdf, read_predictions
 
-    per_image = {"predictions": RunArtifact(client, read_predictions), "ci": _bootstrap(args),
+    artifact_options = {"predictions": RunArtifact(client, read_predictions), "ci": _bootstrap(args),
                  "gap_cdf": RunArtifact(client, read_gap_cdf)}
     names = args.tables or [spec.name for spec in TABLES.values() if any(map(runs.has, suites_of(spec)))]
     if not names and args.suite and runs.has(args.suite):
@@ -324,7 +336,7 @@ def _make_tables(args, uri: str, client, runs: SuiteRuns) -> int:
                  + " or ".join(run_command(s) for s in suites_of(spec)))
             continue
         table = _build(spec, [runs(s) for s in suites], [run_command(s) for s in suites_of(spec)], args.digits,
-                       per_image)
+                       artifact_options)
         _emit(table, args.format, header=printed == 0)
         printed += 1
         if args.out:
@@ -335,11 +347,11 @@ def _make_tables(args, uri: str, client, runs: SuiteRuns) -> int:
     return 0 if printed else 1
 
 
-def _build(spec: TableSpec, frames: list, commands: list[str], digits: int | None, per_image: dict):
+def _build(spec: TableSpec, frames: list, commands: list[str], digits: int | None, artifact_options: dict):
     import pandas as pd
 
     kwargs = {"digits": digits} if digits is not None else {}
-    return spec.build(pd.concat(frames, ignore_index=True), commands, **kwargs, **per_image)
+    return spec.build(pd.concat(frames, ignore_index=True), commands, **kwargs, **artifact_options)
 
 
 def _bootstrap(args):

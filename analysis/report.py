@@ -28,7 +28,7 @@ from mlflow.entities import Metric
 
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
 from analysis.mlflow_batch import log_batched
-from analysis.predictions import PREDICTIONS_NAME, load_predictions, write_predictions
+from analysis.predictions import PREDICTIONS_NAME, write_predictions
 
 ARTIFACT_DIR = "matrix"
 PARQUET_NAME = "matrix.parquet"
@@ -159,15 +159,17 @@ def read_matrix(client, run_id: str) -> Matrix:
 
 def read_predictions(client, run_id: str) -> pd.DataFrame | None:
     """The run's per-image predictions artifact; None for a run recorded without one."""
-    if f"{ARTIFACT_DIR}/{PREDICTIONS_NAME}" not in {f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR)}:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return load_predictions(client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{PREDICTIONS_NAME}", tmp))
+    return _read_optional_parquet(client, run_id, PREDICTIONS_NAME)
 
 
 def read_gap_cdf(client, run_id: str) -> pd.DataFrame | None:
     """The run's GAP activation quantiles (``eval.gap_cdf``); None for a run recorded without them."""
-    if f"{ARTIFACT_DIR}/{GAP_CDF_NAME}" not in {f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR)}:
+    return _read_optional_parquet(client, run_id, GAP_CDF_NAME)
+
+
+def _read_optional_parquet(client, run_id: str, name: str) -> pd.DataFrame | None:
+    """A Parquet file under the run's ``matrix/`` artifacts, or None when the run has none of that name."""
+    if f"{ARTIFACT_DIR}/{name}" not in {f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR)}:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        return pd.read_parquet(client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{GAP_CDF_NAME}", tmp))
+        return pd.read_parquet(client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{name}", tmp))

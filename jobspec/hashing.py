@@ -25,21 +25,23 @@ ADDED_LATER = {"eval.gap_cdf": False}
 NOT_TRAINING = ("eval",)  # how a trained model is evaluated: not part of what was trained
 
 
+def _parent_of(tree: dict, key: str) -> tuple[dict, str]:
+    """The mapping holding a dotted key's leaf (an empty one where a section is absent), and the leaf."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        tree = tree.get(part, {})
+    return tree, leaf
+
+
 def hashed_part(tree: Mapping) -> dict:
     """The part of a nested config dict that the hash covers. Leaf values may be of any type (e.g.
     MLflow param strings); only method.name, model.backbone and data.dataset are read."""
     d = copy.deepcopy(dict(tree))
     for key in NOT_HASHED:
-        *parents, leaf = key.split(".")
-        node = d
-        for part in parents:
-            node = node.get(part, {})
+        node, leaf = _parent_of(d, key)
         node.pop(leaf, None)
     for key, neutral in ADDED_LATER.items():
-        *parents, leaf = key.split(".")
-        node = d
-        for part in parents:
-            node = node.get(part, {})
+        node, leaf = _parent_of(d, key)
         if leaf in node and node[leaf] in (neutral, param_value(neutral)):
             del node[leaf]
     data, model, method = d.get("data", {}), d.get("model", {}), d.get("method", {})
@@ -56,7 +58,11 @@ def hashed_part(tree: Mapping) -> dict:
 
 def config_hash(cfg) -> str:
     """12 hex chars identifying what a job computes; stable across processes and machines."""
-    canonical = json.dumps(hashed_part(cfg.to_dict()), sort_keys=True, separators=(",", ":"))
+    return _digest(hashed_part(cfg.to_dict()))
+
+
+def _digest(tree: dict) -> str:
+    canonical = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -77,5 +83,4 @@ def training_hash(cfg) -> str:
 def training_hash_of_params(params: Mapping[str, str]) -> str:
     """The training hash of a job run recorded before runs were tagged with it: from its MLflow params
     (the flattened config, values rendered by ``param_value``)."""
-    canonical = json.dumps(training_part(nest(params)), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return _digest(training_part(nest(params)))

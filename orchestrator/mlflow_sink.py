@@ -20,7 +20,6 @@ from analysis.matrix import Matrix
 from analysis.mlflow_batch import log_batched
 from analysis.report import log_matrix
 from analysis import tracking_check
-from analysis.tracking_check import TrackingUnavailable  # noqa: F401 (check_tracking raises it)
 from jobspec import flatten, param_value
 from orchestrator.reuse import copy_run, finished_runs_by_hash
 from orchestrator.tracking import (DRIVER_GONE_AFTER_S, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags,

@@ -106,3 +106,10 @@ def test_make_tables_ci_flag(capsys, store, tmp_path):
     assert make_tables.main(["rsnets_table2", "--tracking-uri", store, "--no-log", "--ci", "--ci-resamples", "200"]) == 0
     out = capsys.readouterr().out
     assert "(+16.7 [" in out and "(200 resamples, seed 0)" in out
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "ten", "50"])
+def test_ci_resamples_below_a_hundred_or_not_a_number_is_refused(capsys, bad):
+    with pytest.raises(SystemExit) as info:
+        make_tables.main(["quickstart", "--ci", "--ci-resamples", bad])
+    assert info.value.code == 2 and "--ci-resamples" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main as cli_main
 from jobspec import load_suite
-from orchestrator.mlflow_sink import TrackingUnavailable
+from analysis.tracking_check import TrackingUnavailable
 from orchestrator.ray_job import CRASH_EPOCH_ENV, CRASH_RANK_ENV, job_dir
 from orchestrator.status import job_states
 from orchestrator.suite import RunOptions, run_suite
