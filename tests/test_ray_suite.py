@@ -75,7 +75,7 @@ def test_two_worker_ddp_job_and_a_diverging_one_that_fails_without_retries(local
 
 def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, home, tmp_path):
     # Jobs of a few seconds, long enough for two to be seen running at once whatever the machine's load.
-    longer = {"train.divergence_threshold": 50.0, "train.epochs": 3, "train.max_steps_per_epoch": 4}
+    longer = {"train.divergence_threshold": 50.0, "train.epochs": 12, "train.max_steps_per_epoch": 6}
     path = write_suite(tmp_path, "grid", grid={"train.lr": [0.05, 0.02, 1.0e9]}, job_overrides=longer)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, live_interval=60))
