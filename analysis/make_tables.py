@@ -31,6 +31,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     # Run as a script: import the project packages from the repository root, not from analysis/.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from analysis.one_line_parser import ArgumentParser
 from jobspec import PROJECT_ROOT, resolve_tracking_uri
 
 # pandas, MLflow and the table builders (torch, matplotlib) are imported when a table is built, so
@@ -68,13 +69,14 @@ TABLES = {spec.name: spec for spec in [
     TableSpec("san_table7", ("san_table7",), "san_table7", "SAN at its largest training resolution (+ FixRes runs)"),
     TableSpec("rsnets_table1", ("rsnets_table2",), "rsnets_table1", "share of images right at one resolution, wrong at another (per-image predictions)"),
     TableSpec("rsnets_table2", ("rsnets_table2",), "rsnets_table2", "I-Nets, I-max, Parallel, RS-Net: top-1/top-5, gains, MAdds, params"),
+    TableSpec("rsnets_table3", ("rsnets_table3",), "rsnets_table3", "quantized I-Nets vs RS-Net (LQ-Nets W2/A32, W2/A2), storage bits and MB"),
     TableSpec("rsnets_table4", ("rsnets_table4",), "rsnets_table4", "MobileNetV2: adjusting width (I-Nets-w, published S/US) vs resolution (I-Nets-r, RS-Net)"),
     TableSpec("rsnets_table5", ("rsnets_table5",), "rsnets_table5", "MRED distillation variants vs full"),
     TableSpec("rsnets_table6", ("rsnets_table6",), "rsnets_table6", "multi/single resolution x single/multi crop (single-res single-crop = I-Nets)"),
     TableSpec("rsnets_fig3", ("rsnets_fig3",), "rsnets_fig3", "GAP activation CDFs under train vs test pre-processing"),
     TableSpec("rsnets_fig4", ("rsnets_fig4",), "rsnets_fig4", "shared vs private BN; RS-Net interpolated BN vs I-Nets"),
     TableSpec("rsnets_fig5", ("rsnets_fig5",), "rsnets_fig5", "parallel training on pairs and larger sets: top-1 change over each I-Net"),
-    TableSpec("fig1", ("san_table1", "rsnets_table2"), "fig1", "accuracy vs test resolution, and top-1 vs MAdds"),
+    TableSpec("fig1", ("san_table1", "rsnets_table2", "rsnets_table3"), "fig1", "accuracy vs test resolution, and top-1 vs MAdds"),
     TableSpec("quickstart", ("quickstart",), "quickstart", "the quickstart suite: Table-2 layout + I-Nets/SAN matrices"),
 ]}
 
@@ -91,7 +93,7 @@ def _resample_count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="make_tables.py", description=__doc__,
+    parser = ArgumentParser(prog="make_tables.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tables", nargs="*", metavar="TABLE", help=f"any of: {', '.join(TABLES)} (default: all with runs)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else the project's SQLite file)")
@@ -388,4 +390,8 @@ def _emit(table, fmt: str, header: bool) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        _say("make_tables: interrupted")
+        sys.exit(130)

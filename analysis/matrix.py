@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from analysis.predictions import ADAPTIVE_ROW, predictions_frame
 from backbones import MultiResolutionNet, Route, materialize, recalibrate_bn
+from backbones.preprocess import normalize_on_device
 from methods import FIXED, EvalMode
 
 COLUMNS = ["mode", "row", "test_res", "top1", "top5"]
@@ -118,8 +119,11 @@ def _count_hits(net: MultiResolutionNet, cells: Cells, val_loader, test_resoluti
         if max_batches is not None and b >= max_batches:
             break
         labels = labels.to(device)
+        inputs: dict[int, torch.Tensor] = {}  # uint8 from the loader: normalised on the device, once per T
         for (T, route, calibrate), idx in keys.items():
-            x = xs[column[T]].to(device)
+            if T not in inputs:
+                inputs[T] = normalize_on_device(xs[column[T]], device)
+            x = inputs[T]
             if calibrate:
                 logits = calibrated[(T, route)](x)
             else:

@@ -7,8 +7,10 @@ import functools
 from analysis import plots, published
 from analysis.model_size import describe_run, madds_text
 from analysis.report import FIXED_MODE
+from analysis.rsnets_table3 import full_precision, networks, quantized, quantized_fig1_points
 from analysis.rsnets_tables import table2_panel
-from analysis.runs import backbones, inet_resolutions, inet_row, test_columns, training_resolutions, value
+from analysis.runs import (backbones, inet_resolutions, inet_row, resolutions_of, test_columns, training_resolutions,
+                           value)
 from analysis.san_tables import san_vs_inets_panels
 from analysis.table_builder import (PARALLEL, RSNET, SAN, Context, Points, finish_table, first_run, new_table,
                                     resolution_label)
@@ -19,17 +21,35 @@ def fig1(runs, commands=(), digits=1) -> Table:
     """Both Fig. 1s: SAN vs I-Nets accuracy across test resolutions, and top-1 vs MAdds."""
     table, ctx = new_table("fig1", "Fig. 1: accuracy vs test resolution (SAN) and top-1 vs MAdds (RS-Nets)",
                            runs, commands, digits)
-    for backbone in backbones(ctx.runs):
-        panel = _fig1_panel(ctx, table, backbone)
-        table.panels += [panel] if panel else []
+    # Quantized models (RS-Nets Table 3) are points of their own, never picked as a full-precision model.
+    full = Context(full_precision(ctx.runs), ctx.notes, digits)
+    low_bits = Context(quantized(ctx.runs), ctx.notes, digits)
+    for backbone in dict.fromkeys([*backbones(full.runs), *networks(low_bits.runs)]):
+        madds = _madds_of(full, backbone) or _madds_of(low_bits, backbone)
+        extra_panel, extra = quantized_fig1_points(low_bits, backbone, madds)
+        panel = _fig1_panel(full, table, backbone, extra)
+        table.panels += [p for p in (panel, extra_panel) if p]
     return finish_table(table, ctx)
 
 
-def _fig1_panel(ctx: Context, table: Table, backbone: str) -> Panel | None:
+def _madds_of(ctx: Context, backbone: str) -> dict:
+    """MAdds at the training resolutions of ``backbone``'s (or its pre-activation twin's) runs."""
+    runs = ctx.runs[ctx.runs["params.model.backbone"].isin([backbone, f"preact_{backbone}"])] if len(ctx.runs) else ctx.runs
+    if runs.empty:
+        return {}
+    train = sorted({r for _, run in runs.iterrows() for r in resolutions_of(run)}, reverse=True)
+    return describe_run(runs.iloc[0], ctx.notes, "individual", train)["madds"]
+
+
+def _fig1_panel(ctx: Context, table: Table, backbone: str, extra_right=()) -> Panel | None:
+    """``extra_right``: more curves for the MAdds plot (the quantized points)."""
     inets = ctx.inet_set(backbone)
     models = [("Parallel", ctx.pick(PARALLEL, backbone)), ("RS-Net", ctx.pick(RSNET, backbone)),
               ("SAN", ctx.pick(SAN, backbone))]
     if inets is None and all(g is None for _, g in models):
+        if extra_right:
+            table.figures[f"fig1_{backbone}"] = functools.partial(plots.fig1, [], list(extra_right),
+                                                                   f"Fig. 1 — {backbone}")
         return None
     for label, group in [("I-Nets", inets), *models]:
         if group is None:
@@ -48,6 +68,7 @@ def _fig1_panel(ctx: Context, table: Table, backbone: str) -> Panel | None:
         rows.append(cells)
     right = [c.curve(dashed=c.label == "I-Nets") for c in madds_curves.values() if c.x]
     right += _published_width_curves(ctx, first_run(inets, *(g for _, g in models)), backbone, max(train))
+    right += list(extra_right)
     left = _resolution_curves(ctx, dict(models)["SAN"], inets, train)
     table.figures[f"fig1_{backbone}"] = functools.partial(plots.fig1, left, right, f"Fig. 1 — {backbone}")
     return Panel(f"{backbone} — top-1 % at the training resolutions (points of the MAdds plot)",

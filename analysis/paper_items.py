@@ -23,7 +23,7 @@ ITEMS = (
     PaperItem("RS-Nets", "Fig. 3 (right)", "rsnets_fig3"),
     PaperItem("RS-Nets", "Table 1", "rsnets_table1"),
     PaperItem("RS-Nets", "Table 2", "rsnets_table2"),
-    PaperItem("RS-Nets", "Table 3", "rsnets_table3", "quantized RS-Nets (LQ-Nets W2/A32, W2/A2): not built yet"),
+    PaperItem("RS-Nets", "Table 3", "rsnets_table3"),
     PaperItem("RS-Nets", "Table 4", "rsnets_table4"),
     PaperItem("RS-Nets", "Fig. 4", "rsnets_fig4"),
     PaperItem("RS-Nets", "Fig. 5", "rsnets_fig5"),

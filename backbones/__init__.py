@@ -11,7 +11,8 @@ _EXPORTS = {
     "BACKBONES": "catalog", "ModelConfig": "catalog", "build_net": "build", "MultiResolutionNet": "net",
     "SwitchableBatchNorm2d": "switchable", "MetaConv2d": "switchable", "PrivateConv2d": "switchable",
     "Route": "switchable", "scale_encoding": "switchable", "materialize": "surgery", "recalibrate_bn": "surgery",
-    "to_meta_convs": "surgery", "to_private_convs": "surgery",
+    "to_meta_convs": "surgery", "to_private_convs": "surgery", "to_quantized": "surgery",
+    "QuantizedConv2d": "quantized", "ActivationQuantizer": "quantized", "ActivationSite": "quantized",
 }
 __all__ = list(_EXPORTS)
 

@@ -2,7 +2,7 @@
 
 It is the one entry point: it picks a backbone from ``catalog.BACKBONES`` (a one-line
 registry), injects shared or private (switchable) BN through torchvision's ``norm_layer`` hook, optionally swaps every conv
-for a SAN meta conv or a privatized conv, and wraps the result in a ``MultiResolutionNet``. The FC
+for a SAN meta conv or a privatized conv, or quantizes convs and activations (LQ-Nets), and wraps the result in a ``MultiResolutionNet``. The FC
 layer is always shared.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Sequence
 
 import torch.nn as nn
 
-from .catalog import BACKBONES, BN_CHOICES
+from .catalog import BACKBONES, BIT_CHOICES, BN_CHOICES, FULL_PRECISION
 from .net import MultiResolutionNet
-from .surgery import to_meta_convs, to_private_convs
+from .surgery import to_meta_convs, to_private_convs, to_quantized
 from .switchable import SwitchableBatchNorm2d, scale_encoding
 
 CONVS = ("plain", "meta", "private")
@@ -23,13 +23,19 @@ CONVS = ("plain", "meta", "private")
 
 def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn: str = "private",
               convs: str = "plain", meta_hidden: int = 0, small_input: bool = False,
-              width: int = 16, width_mult: float = 1.0, dropout: float = 0.0) -> MultiResolutionNet:
+              width: int = 16, width_mult: float = 1.0, dropout: float = 0.0, weight_bits: int = FULL_PRECISION,
+              act_bits: int = FULL_PRECISION, act_basis: str = "shared") -> MultiResolutionNet:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if bn not in BN_CHOICES:
         raise ValueError(f"unknown bn {bn!r}; choose one of {', '.join(BN_CHOICES)}")
     if convs not in CONVS:
         raise ValueError(f"unknown convs {convs!r}; choose one of {', '.join(CONVS)}")
+    for name, bits in (("weight_bits", weight_bits), ("act_bits", act_bits)):
+        if bits not in BIT_CHOICES:
+            raise ValueError(f"{name}={bits!r}: choose 1..8, or {FULL_PRECISION} for full precision")
+    if convs != "plain" and (weight_bits, act_bits) != (FULL_PRECISION, FULL_PRECISION):
+        raise ValueError(f"quantization needs plain convs, got convs={convs!r}")
     slots = len(resolutions)
     norm_layer = partial(SwitchableBatchNorm2d, num_slots=slots) if bn == "private" else nn.BatchNorm2d
     module_name, function = BACKBONES[backbone].builder.split(":")
@@ -40,4 +46,6 @@ def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn
         to_meta_convs(model, hidden=meta_hidden, eps_min=scale_encoding(min(resolutions)))
     elif convs == "private":
         to_private_convs(model, num_slots=slots)
+    # After torchvision's init (the weight basis starts from the initialised weights' scale).
+    to_quantized(model, weight_bits, act_bits, act_basis, num_slots=slots)
     return MultiResolutionNet(model, resolutions)

@@ -21,9 +21,27 @@ BACKBONES: dict[str, Backbone] = {
     "resnet50": Backbone("backbones.resnet:build_resnet50"),
     "mobilenet_v2": Backbone("backbones.mobilenet:build_mobilenet_v2", reads=("width_mult", "dropout")),
     "resnet_tiny": Backbone("backbones.resnet:build_resnet_tiny", reads=("width",)),
+    # Pre-activation ResNets in LQ-Nets' layout (backbones/preact.py): the only ones with activation
+    # quantization points, so the only ones that read act_bits / act_basis.
+    "preact_resnet18": Backbone("backbones.preact:build_preact_resnet18", reads=("act_bits", "act_basis")),
+    "preact_resnet50": Backbone("backbones.preact:build_preact_resnet50", reads=("act_bits", "act_basis")),
+    "preact_resnet_tiny": Backbone("backbones.preact:build_preact_resnet_tiny", reads=("width", "act_bits", "act_basis")),
 }
 
-ALWAYS_READ = ("backbone", "small_input")
+ALWAYS_READ = ("backbone", "small_input", "weight_bits")
+
+# Quantization (RS-Nets §4.3, LQ-Nets): K bits with a learned basis; 32 = full precision ("W2/A32").
+FULL_PRECISION = 32
+BIT_CHOICES = (1, 2, 3, 4, 5, 6, 7, 8, FULL_PRECISION)
+Bits = Literal[BIT_CHOICES]  # type: ignore[valid-type]
+# Activation basis under several resolutions: one shared by all (default), one per resolution, or the
+# reference's fixed_qa (one basis, updated only at the largest resolution).
+ACT_BASIS_CHOICES = ("shared", "private", "fixed")
+
+
+def act_quant_backbones() -> list[str]:
+    """Backbones whose activations can be quantized (they read model.act_bits)."""
+    return [name for name, b in BACKBONES.items() if "act_bits" in b.reads]
 
 # One word for the BN choice everywhere: one BN slot per training resolution, or one shared by all.
 BN_CHOICES = ("private", "shared")
@@ -43,3 +61,12 @@ class ModelConfig(BaseModel):
     # Dropout before the classifier; mobilenet_v2 only. 0 as in both papers' reference code
     # (torchvision's own default is 0.2).
     dropout: float = Field(0.0, ge=0, lt=1)
+    # Bits of every conv weight but the first (the FC stays full precision, as in LQ-Nets); 32 = none.
+    weight_bits: Bits = FULL_PRECISION  # type: ignore[valid-type]
+    # Bits of every conv input but the image's; pre-activation backbones only (preact_*); 32 = none.
+    act_bits: Bits = FULL_PRECISION  # type: ignore[valid-type]
+    # "shared" by default: it is the reference code's default (fixed_qa off), the setting its Table 3
+    # numbers come from, and the one that makes an RS-Net a single quantized model (one set of
+    # activation levels, as one set of weight levels). Every quantizer follows a BN + ReLU, and private
+    # BN already evens out the per-resolution statistics before it.
+    act_basis: Literal[ACT_BASIS_CHOICES] = "shared"  # type: ignore[valid-type]

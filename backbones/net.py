@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 
+from .quantized import QuantizedConv2d
 from .switchable import Route, Switchable, scale_encoding
 
 BN_MODES = ("nearest", "interpolate")
@@ -36,6 +37,7 @@ class MultiResolutionNet(nn.Module):
         self.resolutions = [int(r) for r in resolutions]
         # A plain list, not a ModuleList: these modules are already registered inside the backbone.
         self._switchable = [m for m in backbone.modules() if isinstance(m, Switchable)]
+        self._quantized_convs = [m for m in backbone.modules() if isinstance(m, QuantizedConv2d)]
 
     # ----------------------------------------------------------------- routing
     def nearest_slot(self, resolution: float) -> int:
@@ -96,6 +98,11 @@ class MultiResolutionNet(nn.Module):
         """Logits for one batch at every training resolution, slot s for input s."""
         if len(xs) != len(self.resolutions):
             raise ValueError(f"got {len(xs)} inputs for {len(self.resolutions)} training resolutions {self.resolutions}")
+        if self.training and torch.is_grad_enabled():
+            # LQ-Nets' weight bases: refit once per training step, before any resolution runs, so that
+            # every resolution of the step sees the same quantized weights.
+            for conv in self._quantized_convs:
+                conv.refit()
         outputs = []
         for slot, x in enumerate(xs):
             with self.at_resolution(self.resolutions[slot], slot=slot):

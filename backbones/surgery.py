@@ -4,7 +4,9 @@ Convs are replaced after torchvision has built and initialised the model and bef
 built, so torchvision's architecture code stays untouched (the stem, downsample and depthwise convs
 included). ``materialize`` goes the other way: for one route it bakes generated kernels and the
 selected (or interpolated) BN into plain nn.Conv2d / nn.BatchNorm2d, so inference then costs what a
-plain CNN costs and the result can be exported or BN-recalibrated with stock PyTorch.
+plain CNN costs and the result can be exported or BN-recalibrated with stock PyTorch. Quantized convs
+become plain convs holding their quantized weights; activation quantizers keep the route's levels,
+frozen (they quantize, and never move, even in train mode).
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from .catalog import FULL_PRECISION
 from .net import MultiResolutionNet
+from .quantized import ActivationQuantizer, ActivationSite, QuantizedConv2d
 from .switchable import MetaConv2d, PrivateConv2d, Route, SwitchableBatchNorm2d, scale_encoding
 
 
@@ -44,6 +48,26 @@ def to_private_convs(backbone: nn.Module, num_slots: int) -> int:
     return replace_modules(backbone, is_conv, lambda c: PrivateConv2d(c, num_slots=num_slots))
 
 
+def to_quantized(backbone: nn.Module, weight_bits: int, act_bits: int, act_basis: str = "shared",
+                 num_slots: int = 1) -> int:
+    """LQ-Nets quantizers (RS-Nets §4.3): every plain conv but the first one (the stem, which sees the
+    image) gets ``weight_bits``-bit weights; the FC stays full precision. Every ``ActivationSite`` of a
+    pre-activation backbone gets an ``act_bits``-bit activation quantizer. 32 bits: left as it is."""
+    count = 0
+    if weight_bits != FULL_PRECISION:
+        first = next((m for m in backbone.modules() if type(m) is nn.Conv2d), None)
+        count += replace_modules(backbone, lambda m: is_conv(m) and m is not first,
+                                 lambda c: QuantizedConv2d(c, weight_bits))
+    if act_bits != FULL_PRECISION:
+        made = replace_modules(backbone, lambda m: type(m) is ActivationSite,
+                               lambda _: ActivationQuantizer(act_bits, num_slots, act_basis))
+        if made == 0:
+            raise ValueError(f"act_bits={act_bits}: {type(backbone).__name__} has no activation quantization "
+                             "points; use a pre-activation backbone (preact_*)")
+        count += made
+    return count
+
+
 def _plain_bn(bn: SwitchableBatchNorm2d, route: Route) -> nn.BatchNorm2d:
     a, b, w = route.bn
     plain = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum,
@@ -64,7 +88,14 @@ def _bake(module: nn.Module, route: Route) -> nn.Module:
         return module.materialize(route.eps)
     if isinstance(module, PrivateConv2d):
         return module.materialize(route.conv)
+    if isinstance(module, QuantizedConv2d):
+        return module.materialize()
+    if isinstance(module, ActivationQuantizer):
+        return module.materialize(route.conv)
     raise TypeError(type(module))
+
+
+BAKED = (SwitchableBatchNorm2d, MetaConv2d, PrivateConv2d, QuantizedConv2d, ActivationQuantizer)
 
 
 def materialize(net: MultiResolutionNet, resolution: float, bn: str = "nearest", eps: str = "proxy",
@@ -72,8 +103,7 @@ def materialize(net: MultiResolutionNet, resolution: float, bn: str = "nearest",
     """A plain backbone (no switchable layers) equivalent to ``net`` at this route; ``net`` is untouched."""
     route = net.route(resolution, bn=bn, eps=eps, slot=slot)
     plain = copy.deepcopy(net.backbone)
-    replace_modules(plain, lambda m: isinstance(m, (SwitchableBatchNorm2d, MetaConv2d, PrivateConv2d)),
-                    lambda m: _bake(m, route))
+    replace_modules(plain, lambda m: isinstance(m, BAKED), lambda m: _bake(m, route))
     return plain.train(net.training)
 
 

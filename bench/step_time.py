@@ -17,12 +17,22 @@ Reports:
   - peak memory of the RS-Net and SAN steps: CUDA max_memory_allocated, or on CPU the process's
     peak RSS (VmHWM, reset through /proc/self/clear_refs where Linux allows it) above the RSS before.
 A training step is the loop's own ``orchestrator.loop.train_step`` (divergence check, grad scaler and
-LR-schedule step included), set up as the loop sets it up. On CUDA the jobs train in bf16 with
-channels_last tensors (train.precision=bf16, train.channels_last=true).
+LR-schedule step included), set up as the loop sets it up, at the project's defaults for the device
+(``--precision`` overrides; on CUDA the jobs train with channels_last tensors).
+
+The reference step (P3): a plain-PyTorch re-implementation of the papers' own training step
+(d-li14/SAN, yikaiw/RS-Nets), NOT their code: fp32, contiguous tensors, one separate forward per
+resolution, the same losses, torch's per-tensor SGD and a host sync per step for the loss, as those
+scripts do. It runs the same model definition, so the ratio measures the step machinery
+(precision, memory format, optimiser, syncs), not a different architecture.
+
+With ``--json`` the last line is one JSON object: rsnet_step_ms, san_step_ms, fused_over_sum (P1),
+san_over_rsnet (P2), rsnet_over_reference (P3), peak_mib_rsnet, peak_mib_san, san_over_rsnet_peak, ...
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -52,7 +62,7 @@ def job(args, method: str, resolutions: list[int], **method_options) -> JobConfi
     # A small lr: the benchmark repeats one batch, and the loop's divergence check is part of the step.
     cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay = 1e-3, 0.9, 1e-4
     cuda = args.device.type == "cuda"
-    cfg.train.precision, cfg.train.channels_last = ("bf16" if cuda else "fp32"), cuda
+    cfg.train.precision, cfg.train.channels_last = args.precision, cuda
     # One epoch spanning every step the benchmark takes, so the schedule is stepped as in training.
     cfg.train.epochs, cfg.train.warmup_epochs = 1, 0
     return cfg
@@ -83,6 +93,28 @@ class Trainer:
     def step(self, xs, labels) -> None:
         train_step(self.state, xs, labels, self.cfg, self.runtime, epoch=0, step=self.steps)
         self.steps += 1
+
+
+class ReferenceStep:
+    """The papers' training step, re-implemented in plain PyTorch (see the module docstring): fp32,
+    separate forwards per resolution, per-tensor SGD, the loss read on the host every step."""
+
+    def __init__(self, method_name: str, args):
+        self.cfg = job(args, method_name, args.resolutions)
+        self.cfg.train.precision, self.cfg.train.channels_last = "fp32", False
+        self.method = build_method(self.cfg.method, self.cfg.model, self.cfg.data.resolutions)
+        self.net = self.method.build(args.num_classes).to(args.device)
+        self.optimizer = torch.optim.SGD(self.method.param_groups(self.net, self.cfg.train.weight_decay),
+                                         lr=self.cfg.train.lr, momentum=self.cfg.train.momentum, foreach=False)
+
+    def step(self, xs, labels) -> None:
+        xs = [x.contiguous() for x in xs]
+        logits = [self.net(x, resolution=r, slot=s) for s, (r, x) in enumerate(zip(self.cfg.data.resolutions, xs))]
+        out = self.method.loss(self.net, logits, labels)
+        self.optimizer.zero_grad()
+        out.total.backward()
+        self.optimizer.step()
+        out.total.item()  # the reference scripts log the loss every step
 
 
 def make_batch(args):
@@ -195,12 +227,15 @@ def run(args) -> None:
     inets = [Trainer(job(args, "individual", [r]), args) for r in res]
     rsnet = Trainer(job(args, "rsnet", res), args)
     san = Trainer(job(args, "san", res), args)
+    ref_rsnet, ref_san = ReferenceStep("rsnet", args), ReferenceStep("san", args)
 
     steps = median_times({
         "parallel": lambda: parallel.step(xs, labels),
         **{f"inet{r}": (lambda t=t, x=x: t.step([x], labels)) for r, t, x in zip(res, inets, xs)},
         "rsnet": lambda: rsnet.step(xs, labels),
         "san": lambda: san.step(xs, labels),
+        "ref_rsnet": lambda: ref_rsnet.step(xs, labels),
+        "ref_san": lambda: ref_san.step(xs, labels),
     }, args)
     # Inference: switching and SAN's generated kernels.
     smallest, largest = min(res), max(res)
@@ -248,7 +283,7 @@ def run(args) -> None:
     per_switch = infer["set_route x1000"] / switch_calls
     device_name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else \
         f"cpu ({torch.get_num_threads()} threads)"
-    precision = "bf16 autocast, channels_last" if args.device.type == "cuda" else "fp32"
+    precision = f"{args.precision}{', channels_last' if args.device.type == 'cuda' else ''}"
     print(f"device {device_name} | {precision} | backbone {args.backbone}"
           f"{' (small input)' if args.small_input else ''} | resolutions {' '.join(map(str, res))} | "
           f"batch {args.batch_size} | {args.num_classes} classes | median of {args.iters} after {args.warmup} warm-up")
@@ -260,6 +295,10 @@ def run(args) -> None:
         ("  RS-Net (parallel + MRED)", ms(steps["rsnet"])),
         ("  SAN (meta convs + scale distillation)", ms(steps["san"])),
         ("  SAN / RS-Net", x(steps["san"] / steps["rsnet"])),
+        ("  reference RS-Net step (plain PyTorch, fp32)", ms(steps["ref_rsnet"])),
+        ("  reference SAN step (plain PyTorch, fp32)", ms(steps["ref_san"])),
+        ("  RS-Net / reference", x(steps["rsnet"] / steps["ref_rsnet"])),
+        ("  SAN / reference", x(steps["san"] / steps["ref_san"])),
         ("resolution switch at inference", ""),
         ("  set_route (route + push to every layer)", ms(per_switch)),
         (f"  SAN materialize at {smallest}", ms(infer["materialize"])),
@@ -282,6 +321,22 @@ def run(args) -> None:
     width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
         print(f"{label:{width}}{value}")
+    if args.json:
+        above = {k: memory[k][1] if memory[k][1] is not None else memory[k][0] for k in ("rsnet", "san")}
+        print(json.dumps({
+            "device": device_name, "precision": args.precision, "backbone": args.backbone,
+            "resolutions": res, "batch_size": args.batch_size,
+            "rsnet_step_ms": round(1e3 * steps["rsnet"], 3), "san_step_ms": round(1e3 * steps["san"], 3),
+            "parallel_step_ms": round(1e3 * steps["parallel"], 3), "inet_sum_ms": round(1e3 * inet_sum, 3),
+            "fused_over_sum": round(steps["parallel"] / inet_sum, 4),
+            "san_over_rsnet": round(steps["san"] / steps["rsnet"], 4),
+            "ref_rsnet_step_ms": round(1e3 * steps["ref_rsnet"], 3), "ref_san_step_ms": round(1e3 * steps["ref_san"], 3),
+            "rsnet_over_reference": round(steps["rsnet"] / steps["ref_rsnet"], 4),
+            "san_over_reference": round(steps["san"] / steps["ref_san"], 4),
+            "peak_mib_rsnet": round(above["rsnet"], 1), "peak_mib_san": round(above["san"], 1),
+            "san_over_rsnet_peak": round(above["san"] / max(above["rsnet"], 1e-9), 4),
+            "memory_measure": memory["rsnet"][2],
+        }))
 
 
 def parse_args(argv=None):
@@ -295,6 +350,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=None, help="default 1000, or 10 for resnet_tiny")
     p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem (for 16-64 px inputs)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="default: the project's default for the device (train.precision resolved)")
+    p.add_argument("--json", action="store_true", help="end with one JSON object of the headline figures")
     args = p.parse_args(argv)
     args.device = torch.device(args.device)
     gpu = args.device.type == "cuda"
@@ -303,6 +361,7 @@ def parse_args(argv=None):
                               reverse=True)
     args.batch_size = args.batch_size or (64 if gpu else 16)
     args.num_classes = args.num_classes or (10 if args.backbone == "resnet_tiny" else 1000)
+    args.precision = args.precision or ("bf16" if gpu else "fp32")
     return args
 
 

@@ -108,6 +108,7 @@ class _Expanded:
     config: JobConfig
     inet_set: list[int] | None = None  # the I-Net set's resolutions when this is one of its rows
     hash: str = field(init=False)
+    merged: list[str] = field(default_factory=list)  # other points that gave this same job
 
     def __post_init__(self):
         self.hash = config_hash(self.config)
@@ -152,7 +153,7 @@ def expand_jobs(job: Mapping, grid: Mapping | None = None, cases: Sequence | Map
         raise ConfigError(f"{len(problems)} of {len(points)} job points are invalid:\n" + "\n".join(problems))
     if not expanded:
         raise ConfigError("the suite expands to zero jobs (is 'cases' an empty list?)")
-    return name_jobs(_deduplicate(expanded), grid, case_list)
+    return name_jobs(_deduplicate(expanded), grid, case_list, smoke=smoke)
 
 
 def _case_list(cases) -> list[tuple[str | None, dict]]:
@@ -242,8 +243,16 @@ def _split_inet_set(tree: Mapping) -> list[tuple[JobConfig, list[int] | None]]:
 
 def _deduplicate(expanded: list[_Expanded]) -> list[_Expanded]:
     """Keep one job per config hash: points that compute the same thing (e.g. an I-Net listed under
-    two distillation variants, whose distillation switch it never reads) run once."""
+    two distillation variants, whose distillation switch it never reads) run once. The first keeps
+    the descriptions of the others in ``merged``."""
     first_by_hash: dict[str, _Expanded] = {}
     for item in expanded:
-        first_by_hash.setdefault(item.hash, item)
+        first = first_by_hash.setdefault(item.hash, item)
+        if first is not item and item.point.describe() != first.point.describe():
+            first.merged.append(item.point.describe())
     return list(first_by_hash.values())
+
+
+def smoke_changes(smoke_block: Mapping[str, object] | None = None) -> dict[str, object]:
+    """What ``--smoke`` sets on every job (before the job's structure picks its resolutions)."""
+    return {**BUILTIN_SMOKE, **(smoke_block or {})}

@@ -21,7 +21,9 @@ from .tree import flatten, nest, param_value
 NOT_HASHED = ("resources", "data.loader_workers", "tag")
 # Keys added after jobs were first hashed enter the hash only when set away from the value that gives
 # the older behaviour, so every job that existed before keeps its hash (and its finished runs).
-ADDED_LATER = {"eval.gap_cdf": False}
+ADDED_LATER = {"eval.gap_cdf": False, "train.schedule": "cosine", "train.milestones": [], "train.gamma": 0.1,
+               "train.compile": False, "train.check_every": 1,
+               "model.weight_bits": 32, "model.act_bits": 32, "model.act_basis": "shared"}
 NOT_TRAINING = ("eval",)  # how a trained model is evaluated: not part of what was trained
 
 

@@ -1,6 +1,7 @@
 """Job names: readable, unique within a suite, filesystem-safe.
 
-A name is ``<method>-<backbone>``, then the named case (when cases are named), then ``label=value``
+A name is ``<method>-<backbone>`` (``<method>-smoke`` for a smoke run's tiny stand-in, whose
+backbone is not the one its case names), then the named case (when cases are named), then ``label=value``
 for every key that varies across the suite, each label the shortest dotted suffix no other varying
 key shares. The rows of an I-Net set carry their one resolution; their set's group name does not.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .schema import JobConfig
 from .tree import lookup
@@ -26,9 +27,10 @@ class Job:
     hash: str  # config_hash(config)
     point: dict[str, object]  # dotted keys that vary across the suite -> this job's values
     group: str  # I-Net set name shared by its per-resolution jobs; otherwise == name
+    merged: list[str] = field(default_factory=list)  # other suite points that expand to this same job
 
 
-def name_jobs(expanded: list, grid: Mapping, case_list) -> list[Job]:
+def name_jobs(expanded: list, grid: Mapping, case_list, smoke: bool = False) -> list[Job]:
     named_cases = sum(name is not None for name, _ in case_list) > 1
     axes = list(dict.fromkeys([k for _, values in case_list for k in values] + list(grid)))
     inet_rows = any(e.inet_set for e in expanded)
@@ -45,7 +47,7 @@ def name_jobs(expanded: list, grid: Mapping, case_list) -> list[Job]:
     labels = _short_labels([*name_keys, "data.resolutions"])
 
     def name_of(item, point: dict, resolutions: list[int] | None) -> str:
-        parts = [item.config.method.name, item.config.model.backbone]
+        parts = [item.config.method.name, "smoke" if smoke else item.config.model.backbone]
         if named_cases:
             parts.append(item.point.case)
         parts += [f"{labels[k]}={_name_value(point[k])}" for k in name_keys]
@@ -61,7 +63,8 @@ def name_jobs(expanded: list, grid: Mapping, case_list) -> list[Job]:
         group = name
         if item.inet_set:
             group = name_of(item, point, item.inet_set if res_is_axis else None)
-        jobs.append(Job(name=name, config=item.config, hash=item.hash, point=point, group=group))
+        jobs.append(Job(name=name, config=item.config, hash=item.hash, point=point, group=group,
+                        merged=list(item.merged)))
     return _make_names_unique(jobs)
 
 

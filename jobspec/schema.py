@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from backbones.catalog import BACKBONES, ModelConfig
+from backbones.catalog import BACKBONES, FULL_PRECISION, ModelConfig, act_quant_backbones
 from methods.catalog import METHODS
 
 from .errors import ConfigError, message_from
@@ -114,8 +114,16 @@ class TrainConfig(Section):
     warmup_epochs: Int = 0
     seed: Int = 0
     max_steps_per_epoch: Int | None = None  # None: a full pass over the training set
+    # LR schedule after warm-up: half-cosine to zero (both papers), or divided by ``gamma`` at each
+    # epoch in ``milestones`` (LQ-Nets' schedule for the quantized RS-Nets: 30 60 85 95 105 of 120).
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: list[Int] = []
+    gamma: Annotated[Float, Field(gt=0, le=1)] = 0.1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on GPU
     channels_last: bool = False
+    compile: bool = False  # torch.compile the backbone
+    # How often (in steps) the NaN/divergence check (and its DDP all-reduce) syncs with the host.
+    check_every: PositiveInt = 1
     # A loss above this (or NaN/inf) fails the job with a clear reason.
     divergence_threshold: Float = 1e4
 
@@ -189,9 +197,36 @@ class JobConfig(Section):
             raise ConfigError("data.dataset=imagefolder needs data.root: a folder holding train/<class>/ and val/<class>/")
         if self.resources.gpus_per_worker > 1 and self.resources.gpus_per_worker != int(self.resources.gpus_per_worker):
             raise ConfigError("resources.gpus_per_worker above 1 must be a whole number")
+        milestones = self.train.milestones
+        if self.train.schedule == "step" and not milestones:
+            raise ConfigError("train.schedule=step needs train.milestones: the epochs at which the lr is multiplied "
+                              "by train.gamma, e.g. [30, 60, 85, 95, 105]")
+        if self.train.schedule == "cosine" and milestones:
+            raise ConfigError(f"train.milestones={milestones} is read only with train.schedule=step; "
+                              "set train.schedule: step or drop train.milestones")
+        if milestones and (milestones != sorted(set(milestones)) or milestones[0] <= 0):
+            raise ConfigError(f"train.milestones must be increasing positive epochs, got {milestones}")
+        self._check_quantization()
         if self.data.synthetic.min_size > self.data.synthetic.max_size:
             raise ConfigError("data.synthetic.min_size must be <= data.synthetic.max_size")
         return self
+
+
+    def _check_quantization(self) -> None:
+        """Quantized activations need a pre-activation backbone; quantizers need plain convs."""
+        m = self.model
+        supported = act_quant_backbones()
+        if m.act_bits != FULL_PRECISION and m.backbone not in supported:
+            twin = f"preact_{m.backbone}"
+            fix = f"use model.backbone={twin}" if twin in supported else "pick one of them"
+            raise ConfigError(f"model.act_bits={m.act_bits} quantizes activations, which only pre-activation backbones "
+                              f"support ({', '.join(supported)}); model.backbone={m.backbone} is not one: {fix}, "
+                              "or set model.act_bits: 32")
+        quantized = m.weight_bits != FULL_PRECISION or m.act_bits != FULL_PRECISION
+        if quantized and self.method.name == "san":
+            raise ConfigError(f"model.weight_bits={m.weight_bits} / model.act_bits={m.act_bits}: quantization applies "
+                              "to plain convs (individual, parallel, rsnet), not to SAN's generated ones; "
+                              "set both to 32 or pick another method.name")
 
 
 def _keys(model: type[BaseModel], prefix: str = ""):

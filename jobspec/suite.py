@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import ConfigError
-from .expand import expand_jobs, parse_overrides
+from .expand import expand_jobs, parse_overrides, smoke_changes
 from .naming import NAME_PREFIX_KEYS, Job, cell
 from .suite_file import load_layers, read_header
 
@@ -40,6 +40,8 @@ class Suite:
     path: Path
     jobs: list[Job]
     header: str = ""  # the file's leading comment block, without the '# '
+    smoke_note: str = ""  # for a smoke run: what --smoke changed, and which real jobs share a tiny one
+
 
     def table(self) -> str:
         """A fixed-width table of the jobs, for --dry-run."""
@@ -75,10 +77,27 @@ def load_suite(path: str | Path, overrides: Sequence[str] = (), smoke: bool = Fa
     parsed_overrides = parse_overrides(overrides)
     args = dict(job=raw.get("job", {}), grid=raw.get("grid"), cases=raw.get("cases"), overrides=parsed_overrides)
     try:
-        jobs = expand_jobs(**args)
+        jobs = real = expand_jobs(**args)
         if smoke:
             jobs = expand_jobs(**args, smoke=True, smoke_block=raw.get("smoke"))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    note = describe_smoke(real, jobs, raw.get("smoke"), parsed_overrides) if smoke else ""
     return Suite(name=name, description=raw.get("description") or "", path=path, jobs=jobs,
-                 header=read_header(path))
+                 header=read_header(path), smoke_note=note)
+
+
+def describe_smoke(real: list[Job], smoke: list[Job], smoke_block, overrides) -> str:
+    """One paragraph: the settings --smoke put on every job, and the real jobs that became one tiny job."""
+    changes = {k: v for k, v in smoke_changes(smoke_block).items() if k not in overrides}
+    shape = ""
+    if "data.resolutions" not in (smoke_block or {}) and "data.resolutions" not in overrides:
+        changes.pop("data.resolutions", None)
+        shape = " and data.resolutions of the job's shape (an I-Net set or several sizes: 32,24,16; one size: 32)"
+    lines = [f"--smoke: {len(real)} real job{'s' * (len(real) != 1)} -> {len(smoke)} tiny one"
+             f"{'s' * (len(smoke) != 1)}, each with " + ", ".join(f"{k}={cell(v)}" for k, v in changes.items())
+             + shape]
+    for job in smoke:
+        if job.merged:
+            lines.append(f"  {job.name} also stands for: " + "; ".join(job.merged))
+    return "\n".join(lines)

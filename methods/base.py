@@ -61,7 +61,8 @@ class Method:
     def build_net_kwargs(self) -> dict:
         """The model settings every method passes to ``build_net``."""
         m = self.model
-        return dict(small_input=m.small_input, width=m.width, width_mult=m.width_mult, dropout=m.dropout)
+        return dict(small_input=m.small_input, width=m.width, width_mult=m.width_mult, dropout=m.dropout,
+                    weight_bits=m.weight_bits, act_bits=m.act_bits, act_basis=m.act_basis)
 
     def build(self, num_classes: int) -> MultiResolutionNet:
         raise NotImplementedError

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from analysis.one_line_parser import ArgumentParser
 from backbones.catalog import BACKBONES, BN_CHOICES
 from methods.catalog import METHODS
 
@@ -33,13 +34,6 @@ class UsageError(ValueError):
     """A command-line value that cannot work; the message names the option and the fix."""
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """Usage errors in one line that points at --help, not after the whole usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def whole_number(minimum: int):
     """argparse type: a whole number of at least ``minimum``."""
     def parse(text: str) -> int:
@@ -59,7 +53,8 @@ def _describe(args) -> int:
 
     # parse: a value the schema refuses is a ConfigError that names it. A resolution given twice is one.
     cfg = JobConfig.parse({
-        "model": {"backbone": args.backbone, "small_input": args.small_input},
+        "model": {"backbone": args.backbone, "small_input": args.small_input, "weight_bits": args.weight_bits,
+                  "act_bits": args.act_bits},
         "method": {"name": args.method, "bn": args.bn, "convs": args.convs, "meta_hidden": args.meta_hidden},
         "data": {"resolutions": sorted(set(args.resolutions), reverse=True)}})
     info = describe(cfg, args.num_classes)
@@ -70,6 +65,7 @@ def _describe(args) -> int:
               f"({info['total_params_M']:.2f} x 2^20, {info['models']} model(s))")
         for r, m in info["madds"].items():
             print(f"  {r:>4} px: {m / 1e6:,.1f} M MAdds")
+        print(f"  storage: {info['storage_bits']:g} bits per conv weight, {info['size_MB']:g} MB")
     return 0
 
 
@@ -91,6 +87,8 @@ def _train(args) -> int:
 
     suite = load_suite(args.config, args.set, smoke=args.smoke)
     job = _pick_job(suite, args.job)
+    if suite.smoke_note:
+        print(suite.smoke_note)
     device = _device(args.device)
     from analysis.predictions import PREDICTIONS_NAME, write_predictions  # torch: seconds
     from orchestrator.job import run_job
@@ -147,11 +145,15 @@ def _run(args) -> int:
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
     if args.dry_run:
         print(suite.table())
+        if suite.smoke_note:
+            print(suite.smoke_note)
         if any(job.config.data.dataset == "imagefolder" for job in suite.jobs):  # else no torch import (5 s)
             from orchestrator.data import check_suite_data
             for root, classes in check_suite_data(suite.jobs).items():  # a bad data.root: DatasetError, exit 2
                 print(f"data {root}: train/ and val/ hold the same {len(classes)} classes")
         return 0
+    if suite.smoke_note:
+        print(suite.smoke_note)
     _check_server(args)
     options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                          reuse=not args.no_reuse)
@@ -230,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convs", default="meta", choices=["meta", "private"], help="san only")
     p.add_argument("--meta-hidden", type=whole_number(0), default=0, help="san only: hidden units of the meta net")
     p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem, no max-pool (16-64 px images)")
+    p.add_argument("--weight-bits", type=int, default=32, help="bits of quantized conv weights (32: full precision)")
+    p.add_argument("--act-bits", type=int, default=32, help="bits of quantized activations, preact_* only (32: none)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_describe)
 
@@ -261,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description=STATUS_STATES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _suite_arguments(p)
     p.set_defaults(func=_status)
+    from orchestrator.cli_deploy import add_subcommands  # import-reference, export, pick, evaluate-model
+    add_subcommands(sub)
     # --debug after the command too; SUPPRESS: where it is not given there, the top-level value stays.
     for p in sub.choices.values():
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -272,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("resolab: interrupted; what finished is kept. Run the same command again to go on from there.",
+              file=sys.stderr)
+        return 130
     except Exception as exc:
         reason = None if args.debug else user_error(exc)
         if reason is None:
@@ -294,8 +306,9 @@ def user_error(exc: Exception) -> str | None:
     else:
         from mlflow.exceptions import MlflowException
         from orchestrator.data import DatasetError
+        from orchestrator.model_file import ModelFileError
 
-        if isinstance(exc, DatasetError):
+        if isinstance(exc, (DatasetError, ModelFileError)):
             reason = str(exc)
         elif isinstance(exc, MlflowException):
             reason = f"MLflow: {exc.message}"

@@ -197,10 +197,12 @@ def evaluate_suite(suite, options, stream=None):
     import shlex
 
     from jobspec import resolve_tracking_uri
+    from orchestrator.data import check_suite_data
     from orchestrator.mlflow_sink import SuiteTracking, check_tracking
     from orchestrator.suite import SuiteOutcome, default_storage, run_trials
 
     stream = stream or sys.stdout
+    check_suite_data(suite.jobs)  # as `resolab run` does: a bad data.root fails here, before anything is recorded
     uri = resolve_tracking_uri(options.tracking_uri)
     check_tracking(uri)
     storage = options.storage or default_storage()

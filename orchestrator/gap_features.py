@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from backbones.preprocess import normalize_on_device
 from jobspec import JobConfig
 from orchestrator.data import build_loader, build_val_dataset
 
@@ -44,7 +45,7 @@ def gap_activations(net, loader, device: torch.device, max_batches: int | None =
             for r, x in zip(rows, xs):
                 captured.clear()
                 with net.at_resolution(r, slot=net.resolutions.index(r)):
-                    net(x.to(device))
+                    net(normalize_on_device(x, device))
                 values[r].append(captured[-1].float().flatten().cpu().numpy())
     finally:
         hook.remove()

@@ -28,7 +28,8 @@ class LiveView(Callback):
         self.state = {name: "pending" for name in epochs}
         self.progress: dict[str, dict] = {}
         self.job_seconds: list[float] = []
-        self.rates: list[float] = []  # seconds per unit of cost of finished jobs
+        self.rates: list[float] = []  # wall seconds per unit of cost of finished jobs
+        self.tail_rates: list[float] = []  # final-evaluation seconds per unit of cost of finished jobs
         self.already_done = already_done
         self._last_print, self._last_line = 0.0, ""
         self.max_running = 0
@@ -51,21 +52,38 @@ class LiveView(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         name = trial.config["job"]
+        now = time.monotonic()
         if result.get("failed"):
             self.state[name] = "failed"
         elif result.get("done"):
             self.state[name] = "done"
-            p = self.progress.get(name, {})
-            self.job_seconds.append(time.monotonic() - p.get("started", self.start))
-            if p.get("epoch_time"):
-                self.rates.append(self.epochs[name] * p["epoch_time"] / self.costs[name])
+            self.finished(name, now)
         else:
-            self.progress.setdefault(name, {"started": time.monotonic()}).update(
-                epoch=int(result.get("epoch", 0)), img_per_s=result.get("img_per_s", 0.0),
-                epoch_time=result.get("epoch_time_s", 0.0))
+            self.epoch_done(name, int(result.get("epoch", 0)), int(result.get("start_epoch", 0)),
+                            result.get("img_per_s", 0.0), now)
             self._show()
             return
         self._show(force=True)
+
+    def epoch_done(self, name: str, epoch: int, start_epoch: int, img_per_s: float, now: float) -> None:
+        """Epoch ``epoch`` (from 0) of job ``name`` reported at ``now``. Its wall time per epoch is
+        measured from the job's start, so the per-epoch validation and the job's start-up count."""
+        p = self.progress.setdefault(name, {"started": now})
+        p.update(epoch=epoch, img_per_s=img_per_s, last=now,
+                 epoch_wall=(now - p["started"]) / max(1, epoch + 1 - start_epoch))
+
+    def finished(self, name: str, now: float) -> None:
+        """Job ``name`` finished at ``now``: its total time and its final evaluation (the time after its
+        last epoch) per unit of cost, to scale the jobs still to come."""
+        p = self.progress.get(name, {})
+        seconds = now - p.get("started", self.start)
+        self.job_seconds.append(seconds)
+        cost = self.costs.get(name, 0.0)
+        if cost <= 0:  # a job with nothing to train (evaluation only) says nothing about training time
+            return
+        self.rates.append(seconds / cost)
+        if "last" in p:
+            self.tail_rates.append((now - p["last"]) / cost)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.state[trial.config["job"]] = "failed"
@@ -96,18 +114,33 @@ class LiveView(Callback):
             parts.append(f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
         return " | ".join(parts)
 
-    def eta(self, counts) -> float | None:
-        """Remaining epochs of running jobs at their last epoch time, plus pending jobs at the seconds per
-        unit of cost seen so far, shared over the slots."""
-        running = [(n, self.progress.get(n, {})) for n, s in self.state.items() if s == "running"]
-        timed = [(n, p) for n, p in running if p.get("epoch_time")]
-        rates = self.rates + [self.epochs[n] * p["epoch_time"] / self.costs[n] for n, p in timed]
+    def eta(self, counts=None, now: float | None = None) -> float | None:
+        """Seconds until the last job ends. A running job needs its remaining epochs at its measured wall
+        time per epoch, plus its final evaluation (scaled from finished jobs), minus the time since its
+        last epoch; a pending job needs its cost at the seconds per unit of cost of finished jobs (of
+        running ones until a job has finished). Pending jobs then go, largest first as the suite
+        starts them, to whichever slot frees first."""
+        now = time.monotonic() if now is None else now
+        running = {n: self.progress.get(n, {}) for n, s in self.state.items() if s == "running"}
+        timed = {n: p for n, p in running.items() if "epoch_wall" in p}
+        rates = self.rates or [self.epochs[n] * p["epoch_wall"] / self.costs[n] for n, p in timed.items()
+                               if self.costs[n] > 0]
         if not rates:
             return None
-        remaining = sum((self.epochs[n] - p["epoch"] - 1) * p["epoch_time"] for n, p in timed)
         rate = sum(rates) / len(rates)
-        pending = sum(self.costs[n] for n, s in self.state.items() if s == "pending") * rate
-        return (remaining + pending) / self.slots
+        tail_rate = sum(self.tail_rates) / len(self.tail_rates) if self.tail_rates else 0.0
+        busy = []
+        for n, p in running.items():
+            if n in timed:
+                left = (self.epochs[n] - p["epoch"] - 1) * p["epoch_wall"] + tail_rate * self.costs[n] - (now - p["last"])
+            else:  # started, no epoch yet: the whole job at the measured rate, minus its time so far
+                left = rate * self.costs[n] - (now - p.get("started", now))
+            busy.append(max(0.0, left))
+        slots = sorted(busy + [0.0] * max(0, self.slots - len(busy)))[: max(self.slots, len(busy))]
+        for cost in sorted((self.costs[n] for n, s in self.state.items() if s == "pending"), reverse=True):
+            slots[0] += cost * rate
+            slots.sort()
+        return max(slots)
 
     def _show(self, force: bool = False) -> None:
         now = time.monotonic()

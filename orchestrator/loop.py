@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from analysis.matrix import diagonal_top1
+from backbones.preprocess import normalize_on_device
 from jobspec import ConfigError, JobConfig
 from methods import LossOutput, Method, build_method
 from orchestrator import checkpoint as ckpt
@@ -106,6 +107,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    watch: "DivergenceWatch | None" = None  # None: check every step (train.check_every=1)
 
 
 def seed_everything(seed: int) -> None:
@@ -123,15 +125,31 @@ def lr_at(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 def build_optimizer(cfg: JobConfig, method: Method, net: nn.Module) -> torch.optim.Optimizer:
+    # The multi-tensor (foreach) SGD: one kernel per parameter group instead of one per tensor. Same
+    # update as the per-tensor loop; PyTorch only picks it by itself when every parameter is on CUDA.
+    # fused=True would be one kernel on CUDA, but it refuses the grad scaler's inf checks on older
+    # torch and gains little over foreach for SGD; foreach measured at least as fast on CPU.
     return torch.optim.SGD(method.param_groups(net, cfg.train.weight_decay), lr=cfg.train.lr,
-                           momentum=cfg.train.momentum, nesterov=False)
+                           momentum=cfg.train.momentum, nesterov=False, foreach=True)
+
+
+def step_lr_at(step: int, steps_per_epoch: int, warmup_steps: int, milestones: list[int], gamma: float) -> float:
+    """Linear warm-up, then ``gamma`` to the power of the milestones (in epochs) passed (LQ-Nets' schedule)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return gamma ** sum(step >= m * steps_per_epoch for m in milestones)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: JobConfig, steps_per_epoch: int):
-    """Stepped once per optimisation step: warm-up over train.warmup_epochs, then cosine to zero."""
+    """Stepped once per optimisation step: warm-up over train.warmup_epochs, then cosine to zero or the
+    step schedule of train.milestones."""
     total_steps = steps_per_epoch * cfg.train.epochs
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_at(s, total_steps, steps_per_epoch * cfg.train.warmup_epochs))
+    warmup = steps_per_epoch * cfg.train.warmup_epochs
+    if cfg.train.schedule == "step":
+        milestones, gamma = list(cfg.train.milestones), cfg.train.gamma
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: step_lr_at(s, steps_per_epoch, warmup, milestones, gamma))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total_steps, warmup))
 
 
 def build_grad_scaler(cfg: JobConfig, device: torch.device) -> torch.amp.GradScaler:
@@ -140,29 +158,77 @@ def build_grad_scaler(cfg: JobConfig, device: torch.device) -> torch.amp.GradSca
 
 
 def autocast_for(cfg: JobConfig, device: torch.device):
-    if device.type != "cuda" or cfg.train.precision == "fp32":
+    """Autocast for train.precision on any device: bf16 applies on CPU too (oneDNN bf16 kernels)."""
+    if cfg.train.precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _diverged(epoch: int, steps: str, value: float, terms: dict, where: str, cfg: JobConfig) -> TrainingDiverged:
+    parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+    return TrainingDiverged(
+        f"loss diverged at epoch {epoch} {steps}: {where}total={value:.4g} ({parts}); threshold "
+        f"train.divergence_threshold={cfg.train.divergence_threshold:g}. Lower train.lr, add "
+        "train.warmup_epochs, or check the data.")
 
 
 def check_finite(loss: torch.Tensor, terms: dict, cfg: JobConfig, epoch: int, step: int, runtime: Runtime) -> None:
+    """The per-step check (train.check_every=1): one host sync, before any weight changes."""
     value = loss.item()
     bad_here = not math.isfinite(value) or value > cfg.train.divergence_threshold
     if runtime.any_rank(bad_here):
-        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
         where = "" if bad_here else f"on another rank (rank {runtime.rank} had total={value:.4g}); "
-        raise TrainingDiverged(
-            f"loss diverged at epoch {epoch} step {step}: {where}total={value:.4g} ({parts}); threshold "
-            f"train.divergence_threshold={cfg.train.divergence_threshold:g}. Lower train.lr, add "
-            "train.warmup_epochs, or check the data.")
+        raise _diverged(epoch, f"step {step}", value, terms, where, cfg)
+
+
+class DivergenceWatch:
+    """The divergence check every ``train.check_every`` steps: between checks each step's verdict is
+    kept on the device (no host sync), together with the first bad step's number, total and terms; a
+    check syncs once (and all-reduces once under DDP) and names the step window it covers. The weights
+    of the steps after a bad one have been updated by then; the job fails all the same."""
+
+    def __init__(self, cfg: JobConfig):
+        self.cfg, self.every = cfg, cfg.train.check_every
+        self.reset()
+
+    def reset(self) -> None:
+        self.first_step, self.bad, self.state = None, None, None
+
+    def add(self, out: LossOutput, step: int) -> None:
+        total = out.total.detach().float()
+        bad = ~torch.isfinite(total) | (total > self.cfg.train.divergence_threshold)
+        now = {"step": torch.full_like(total, step), "total": total,
+               **{k: torch.as_tensor(v, device=total.device).detach().float() for k, v in out.terms.items()}}
+        if self.bad is None:
+            self.first_step, self.bad, self.state = step, bad, now
+        else:  # keep the first bad step's values: where(already bad, kept, this step)
+            self.state = {k: torch.where(self.bad, self.state[k], v) for k, v in now.items()}
+            self.bad = self.bad | bad
+
+    def due(self, step: int, last_step: int) -> bool:
+        return self.bad is not None and (step - self.first_step + 1 >= self.every or step >= last_step)
+
+    def check(self, epoch: int, step: int, runtime: Runtime) -> None:
+        bad_here, state, first = bool(self.bad.item()), self.state, self.first_step
+        self.reset()
+        if runtime.any_rank(bad_here):
+            window = f"steps {first}-{step}" if step > first else f"step {first}"
+            value = float(state["total"])
+            if bad_here:
+                where = f"step {int(state['step'])} (checked every {self.every} steps over {window}): " \
+                    if self.every > 1 else ""
+                terms = {k: v for k, v in state.items() if k not in ("step", "total")}
+                raise _diverged(epoch, window if self.every == 1 else f"in {window}", value, terms,
+                                where, self.cfg)
+            raise _diverged(epoch, f"in {window}", value, {}, f"on another rank (rank {runtime.rank} "
+                            "was finite); ", self.cfg)
 
 
 def to_device(xs, labels, cfg: JobConfig, device: torch.device):
-    """A loader batch (one tensor per training resolution, labels) on ``device``, in the step's memory format."""
-    xs = [x.to(device, non_blocking=True) for x in xs]
-    if cfg.train.channels_last:
-        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+    """A loader batch (uint8 images, one tensor per training resolution; labels) on ``device``:
+    normalised there, once per batch, in the step's memory format."""
+    xs = [normalize_on_device(x, device, channels_last=cfg.train.channels_last) for x in xs]
     return xs, labels.to(device, non_blocking=True)
 
 
@@ -174,13 +240,23 @@ def train_step(state: TrainState, xs: list[torch.Tensor], labels: torch.Tensor, 
     in a divergence error."""
     with autocast_for(cfg, runtime.device):
         out = state.method.loss(state.net, state.model(xs), labels)
-    check_finite(out.total, out.terms, cfg, epoch, step, runtime)
+    if state.watch is None:
+        check_finite(out.total, out.terms, cfg, epoch, step, runtime)
+    else:
+        state.watch.add(out, step)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(out.total).backward()
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
     return out
+
+
+def compile_backbone(net: nn.Module) -> None:
+    """train.compile: torch.compile the backbone in place (``Module.compile`` keeps the state-dict keys,
+    so checkpoints stay interchangeable). The first steps at each new input shape pay the compile;
+    SAN's generated kernels and the route switches between resolutions may cause recompiles."""
+    net.backbone.compile()
 
 
 # ---------------------------------------------------------------- the loop
@@ -191,19 +267,27 @@ def train_epoch(state: TrainState, loader, cfg: JobConfig, runtime: Runtime, epo
     """At most ``steps_per_epoch`` steps over ``loader``: the lr reached, throughput and mean loss terms."""
     set_epoch(loader, epoch)
     state.model.train()
-    sums: dict[str, float] = {}
+    # Loss terms are summed on the device and read once per epoch: no host sync per step.
+    sums: dict[str, torch.Tensor] = {}
     images, t0 = 0, time.perf_counter()
+    last_step = min(steps_per_epoch, len(loader)) - 1
     for step, (xs, labels) in enumerate(loader):
         if step >= steps_per_epoch:
             break
         xs, labels = to_device(xs, labels, cfg, runtime.device)
         out = train_step(state, xs, labels, cfg, runtime, epoch, step)
+        if state.watch is not None and state.watch.due(step, last_step):
+            state.watch.check(epoch, step, runtime)
         for k, v in {"total": out.total.detach(), **out.terms}.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            v = torch.as_tensor(v).detach().float()
+            sums[k] = sums[k] + v if k in sums else v
         images += labels.numel() * runtime.world_size
+    if state.watch is not None and state.watch.bad is not None:  # a loader shorter than announced
+        state.watch.check(epoch, last_step, runtime)
     elapsed = time.perf_counter() - t0
     return {"lr": state.optimizer.param_groups[0]["lr"], "img_per_s": images / max(elapsed, 1e-9),
-            "epoch_time_s": elapsed, **{f"loss/{k}": v / max(1, steps_per_epoch) for k, v in sums.items()}}
+            "epoch_time_s": elapsed,
+            **{f"loss/{k}": float(v) / max(1, steps_per_epoch) for k, v in sums.items()}}
 
 
 def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
@@ -228,6 +312,8 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
     net = method.build(num_classes).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        compile_backbone(net)
     optimizer = build_optimizer(cfg, method, net)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
@@ -245,7 +331,8 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
 
     scaler = build_grad_scaler(cfg, device)
     state = TrainState(net=net, model=runtime.wrap(net), method=method, optimizer=optimizer,
-                       scheduler=scheduler, scaler=scaler)
+                       scheduler=scheduler, scaler=scaler,
+                       watch=DivergenceWatch(cfg) if cfg.train.check_every > 1 else None)
     for epoch in range(start_epoch, cfg.train.epochs):
         metrics = {"epoch": epoch, "start_epoch": start_epoch, "world_size": runtime.world_size,
                    **train_epoch(state, loader, cfg, runtime, epoch, steps_per_epoch),
@@ -282,6 +369,6 @@ def calibration_batches_for(cfg: JobConfig, device: torch.device):
         for i, (xs, _) in enumerate(loader):
             if i >= cfg.eval.calib_batches:
                 break
-            out.append((xs[0] if isinstance(xs, (list, tuple)) else xs).to(device))
+            out.append(normalize_on_device(xs[0] if isinstance(xs, (list, tuple)) else xs, device))
         return out
     return batches

@@ -234,3 +234,27 @@ def test_train_counts_epochs_from_one():
     lines: list[str] = []
     LocalRuntime(device="cpu", log=lines.append).report({"epoch": 0, "loss/total": 2.0, "acc1/r32": 10.0}, None)
     assert lines == ["epoch 1: loss/total=2  acc1/r32=10"]
+
+
+def test_make_tables_usage_errors_are_one_line(home):
+    line = refused(make_tables(home, "quickstart", "--no-such-option"), "make_tables.py: error:")
+    assert "--no-such-option" in line and "--help" in line
+
+
+def test_ctrl_c_during_training_ends_with_one_line_and_no_traceback(tmp_path, home):
+    import signal
+
+    path = write_suite(tmp_path, **{"train.epochs": 50, "train.max_steps_per_epoch": None,
+                                    "data.synthetic.num_train": 400})
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "train", str(path), "--out", str(tmp_path / "o")],
+                            cwd=REPO, env={**environment, "RESOLAB_HOME": str(home)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("job ")  # training has started
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines() == [
+        "resolab: interrupted; what finished is kept. Run the same command again to go on from there."]

@@ -493,3 +493,61 @@ def test_two_methods_declaring_one_switch_differently_is_refused(monkeypatch):
     monkeypatch.setitem(METHODS, "clashing", MethodEntry("methods.parallel:Parallel", Clashing))
     with pytest.raises(TypeError, match="'bn'"):
         schema._method_section()
+
+
+def test_keys_added_later_keep_the_hashes_of_existing_jobs():
+    # Hashes of two configs as computed before train.schedule/milestones/gamma/compile/check_every
+    # existed: finished runs are found by hash, so a new key at its neutral value must not move them.
+    assert config_hash(job_from_dict({})) == "76b6ecab7b66"
+    assert config_hash(job_from_dict({"method": {"name": "san"}, "data": {"resolutions": [64, 32]}})) == "051aa56c010e"
+    step = {"train": {"schedule": "step", "milestones": [30, 60]}}
+    assert config_hash(job_from_dict(step)) != config_hash(job_from_dict({}))
+
+
+@pytest.mark.parametrize("train, fix", [
+    ({"schedule": "step"}, "needs train.milestones"),
+    ({"milestones": [30]}, "only with train.schedule=step"),
+    ({"schedule": "step", "milestones": [60, 30]}, "increasing positive epochs"),
+    ({"schedule": "linear"}, "train.schedule"),
+])
+def test_step_schedule_settings_are_checked(train, fix):
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        job_from_dict({"train": train}).validate()
+
+
+def test_step_schedule_divides_the_lr_at_each_milestone():
+    from orchestrator.loop import build_scheduler
+    import torch
+    cfg = job_from_dict({"train": {"schedule": "step", "milestones": [2, 3], "gamma": 0.1, "epochs": 4,
+                                   "warmup_epochs": 1, "lr": 0.5}})
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=cfg.train.lr)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=2)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # warm-up 1/2, 2/2 of 0.5; then 0.5 for epoch 1; 0.05 from epoch 2; 0.005 from epoch 3
+    assert lrs == pytest.approx([0.25, 0.5, 0.5, 0.5, 0.05, 0.05, 0.005, 0.005])
+
+
+def test_smoke_jobs_are_named_as_stand_ins_and_the_suite_says_what_smoke_changed(tmp_path):
+    path = suite_file(tmp_path, textwrap.dedent("""\
+        job: {data: {resolutions: [64, 32]}, method: {name: san}}
+        cases:
+          r18: {model.backbone: resnet18}
+          r50: {model.backbone: resnet50}
+        smoke: {train.batch_size: 8}
+    """))
+    real = load_suite(path)
+    assert [j.name for j in real.jobs] == ["san-resnet18-r18", "san-resnet50-r50"] and real.smoke_note == ""
+    smoke = load_suite(path, smoke=True)
+    # Both cases become the same tiny job: one runs, under a name that does not claim a ResNet-18.
+    assert [j.name for j in smoke.jobs] == ["san-smoke-r18"]
+    note = smoke.smoke_note
+    assert note.startswith("--smoke: 2 real jobs -> 1 tiny one")
+    assert "model.backbone=resnet_tiny" in note and "train.batch_size=8" in note and "train.batch_size=16" not in note
+    assert "san-smoke-r18 also stands for: case 'r50'" in note
+    # An override on the command line is not something --smoke changed.
+    assert "train.epochs" not in load_suite(path, ["train.epochs=3"], smoke=True).smoke_note

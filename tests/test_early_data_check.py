@@ -43,14 +43,15 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
-def test_missing_root_fails_in_seconds_without_ray_and_records_nothing(tmp_path, isolated_home, capsys):
+@pytest.mark.parametrize("command", ["run", "evaluate"])
+def test_missing_root_fails_in_seconds_without_ray_and_records_nothing(command, tmp_path, isolated_home, capsys):
     import ray
 
     missing = tmp_path / "no-such-imagenet"
     path = write_suite(tmp_path, missing)
     db = tmp_path / "mlflow.db"
     started = time.monotonic()
-    assert cli_main(["run", str(path), "--tracking-uri", f"sqlite:///{db}"]) == 2
+    assert cli_main([command, str(path), "--tracking-uri", f"sqlite:///{db}"]) == 2
     elapsed = time.monotonic() - started
     err = capsys.readouterr().err
     assert elapsed < 10, elapsed

@@ -89,11 +89,11 @@ def test_retargeted_suites_use_the_table_1_and_2_models():
         table1, table2 = models("san_table1"), models("rsnets_table2")
         san6, san7, fig4 = models("san_table6"), models("san_table7"), models("rsnets_fig4")
         res = (32, 24) if smoke else (224, 192)
-        backbone = "resnet_tiny" if smoke else "resnet18"
+        backbone = "smoke" if smoke else "resnet18"
         for r in res:
             assert san6[f"individual-{backbone}-res={r}"] == table1[f"individual-{backbone}-r18-res={r}"]
         (san7_model,) = san7.values()
-        assert san7_model == table1["san-resnet_tiny-r18" if smoke else "san-resnet50-r50"]  # smoke merges r18 and r50
+        assert san7_model == table1["san-smoke-r18" if smoke else "san-resnet50-r50"]  # smoke merges r18 and r50
         dense = {k: v for k, v in fig4.items() if "dense" in k}
         assert dense and all(v in table2.values() for v in dense.values())
         assert fig4[f"rsnet-{backbone}-dense_rsnet"] == table2[f"rsnet-{backbone}-r18"]

@@ -22,7 +22,8 @@ SAN_TABLE7_TESTS = [480, 448, 384, 288, 224, 128, 64]
 DENSE_TESTS = list(range(224, 95, -16))  # RS-Nets Fig. 4 right: 224, 208, ..., 96
 SAN_DEFAULTS = {"bn": "private", "scale_distill": True, "meta_hidden": 0, "convs": "meta"}
 RECIPES = {  # (lr, weight decay, epochs) of both papers
-    "resnet18": (0.1, 1e-4, 120), "resnet50": (0.1, 1e-4, 120), "mobilenet_v2": (0.05, 4e-5, 150)}
+    "resnet18": (0.1, 1e-4, 120), "resnet50": (0.1, 1e-4, 120), "mobilenet_v2": (0.05, 4e-5, 150),
+    "preact_resnet18": (0.1, 1e-4, 120), "preact_resnet50": (0.1, 1e-4, 120)}
 
 # Jobs each table needs; other code (analysis/make_tables.py) reads the suites by these names.
 EXPECTED_JOBS = {
@@ -34,6 +35,7 @@ EXPECTED_JOBS = {
     "san_table6": 6,      # R18 5 I-Nets + SAN at 384...192
     "san_table7": 1,      # R50 SAN
     "rsnets_table2": 21,  # 3 backbones x (5 I-Nets + parallel + RS-Net)
+    "rsnets_table3": 24,  # 2 backbones x 2 bit settings (W2/A32, W2/A2) x (5 I-Nets + RS-Net)
     "rsnets_table4": 10,  # MNV2 5 I-Nets-r + RS-Net (= rsnets_table2's) + 4 I-Nets-w at 224
     "rsnets_fig4": 14,    # MNV2 (parallel shared/private BN + 5 I-Nets + RS-Net) + R18 (5 I-Nets + RS-Net)
     "rsnets_table5": 4,   # R18 RS-Net x 4 distillation variants
@@ -94,7 +96,7 @@ def switches(cfg) -> tuple:
         "san": (m.bn, m.scale_distill, m.meta_hidden, m.convs, cfg.eval.calibrate),
     }[m.name]
     return (cfg.model.small_input if cfg.model.backbone == "resnet_tiny" else None, m.name, *per_method,
-            cfg.data.crop, resolution_kind(cfg.data.resolutions))
+            cfg.data.crop, resolution_kind(cfg.data.resolutions), cfg.model.weight_bits, cfg.model.act_bits)
 
 
 def assert_inet_set(stem: str, backbone: str, resolutions: list[int], **where):
@@ -156,8 +158,10 @@ def test_dry_run_lists_every_job(stem, smoke, capsys, monkeypatch):
     expected = suite(stem, smoke).jobs
     title = out.splitlines()[0]
     assert title.startswith(f"{stem}: {len(expected)} job")
-    listed = [line.split()[0] for line in out.splitlines()[3:] if line.strip()]
+    table = out.split("\n--smoke:")[0]
+    listed = [line.split()[0] for line in table.splitlines()[3:] if line.strip()]
     assert listed == [j.name for j in expected]
+    assert ("--smoke:" in out) == smoke
     for job in expected:
         assert job.hash in out
 
@@ -252,6 +256,21 @@ def test_one_model_in_several_san_tables_is_one_config():
 
 
 # ---------------------------------------------------------------- RS-Nets tables
+
+
+def test_rsnets_table3_quantized_inets_and_rsnet_with_lqnets_schedule():
+    settings = {"resnet18": (2, 32), "preact_resnet18": (2, 2), "resnet50": (2, 32), "preact_resnet50": (2, 2)}
+    for backbone, (weight_bits, act_bits) in settings.items():
+        assert_inet_set("rsnets_table3", backbone, S)
+        (rs,) = jobs("rsnets_table3", method__name="rsnet", model__backbone=backbone)
+        assert (rs.method.bn, rs.method.distill, rs.data.crop, rs.data.resolutions) == ("private", "full", "single", S)
+        for cfg in jobs("rsnets_table3", model__backbone=backbone):
+            assert (cfg.model.weight_bits, cfg.model.act_bits, cfg.model.act_basis) == (weight_bits, act_bits, "shared")
+    for cfg in jobs("rsnets_table3"):  # LQ-Nets' schedule (RS-Nets §4.1)
+        assert (cfg.train.schedule, cfg.train.milestones, cfg.train.gamma) == ("step", [30, 60, 85, 95, 105], 0.1)
+    smoke = jobs("rsnets_table3", smoke=True)
+    assert {c.model.backbone for c in smoke} == {"preact_resnet_tiny"}
+    assert sorted({(c.model.weight_bits, c.model.act_bits) for c in smoke}) == [(2, 2), (2, 32)]
 
 
 def test_rsnets_table2_inets_parallel_rsnet_on_three_backbones():
@@ -356,7 +375,9 @@ def test_smoke_keeps_the_switches_and_makes_every_job_tiny(stem):
     assert comparable(smoke) == comparable(real)
     for job in smoke:
         c = job.config
-        assert (c.model.backbone, c.model.small_input, c.data.dataset) == ("resnet_tiny", True, "synthetic")
+        # The pre-activation twin where the table quantizes activations (resnet_tiny has no quantizers for them).
+        tiny = "preact_resnet_tiny" if stem == "rsnets_table3" else "resnet_tiny"
+        assert (c.model.backbone, c.model.small_input, c.data.dataset) == (tiny, True, "synthetic")
         assert c.data.root is None
         assert c.train.epochs == 1 and c.train.max_steps_per_epoch is not None
         assert max(c.data.resolutions) <= 64 and max(c.eval.test_resolutions) <= 64

@@ -193,6 +193,15 @@ def fill_store(client: MlflowClient) -> None:
     s.inet_set(inet_top1, tests=TINY)
     s.job(job_config("rsnet", tests=TINY), diag_matrix(TINY, TINY, {32: 70.0, 24: 68.0, 16: 66.0}))
 
+    # RS-Nets Table 3 (tests/test_rsnets_table3.py checks it in full): 2-bit tiny I-Nets and RS-Net (+1.5)
+    s = Store(client, "rsnets_table3")
+    for method, runs_at in (("individual", [[r] for r in TINY]), ("rsnet", [list(TINY)])):
+        for resolutions in runs_at:
+            cfg = job_config(method, resolutions, TINY)
+            cfg.model.weight_bits = 2
+            s.job(cfg.validate(), diag_matrix(resolutions, TINY, {r: 60.0 + 1.5 * (method == "rsnet") for r in resolutions}),
+                  group=f"{method}-w2")
+
     # RS-Nets Table 5 (no parent run: make_tables must create a "tables" run to log into)
     s = Store(client, "rsnets_table5", parent=False)
     full = {32: 60.0, 24: 58.0, 16: 56.0}
@@ -466,7 +475,7 @@ def test_quickstart_prints_real_numbers(capsys, store_uri):
 def test_every_table_renders_in_every_format(capsys, store_uri, fmt):
     expected = {"san_table1": "64.00", "san_table2": "54.00", "san_table3": "63.00", "san_table4": "65.50",
                 "san_table5": "-0.50", "san_table6": "72.00", "san_table7": "78.10", "rsnets_table2": "11.18M",
-                "rsnets_table4": "70.0",
+                "rsnets_table3": "61.5 / 81.5 (+1.5)", "rsnets_table4": "70.0",
                 "rsnets_table5": "59.2", "rsnets_table6": "3×", "rsnets_fig3": "2.70", "rsnets_fig4": "59.0", "rsnets_fig5": "-0.8", "fig1": "71.5",
                 "rsnets_table1": "—",  # this store holds no per-image predictions: every share is missing
                 "quickstart": "59.0 / 79.0 (+3.0)"}

@@ -1,0 +1,170 @@
+"""The deployment subcommands: import-reference, export, pick, evaluate-model (``orchestrator.cli`` registers them).
+
+Their user errors (``ModelFileError`` and subclasses: a file that cannot be read, weights that do not fit,
+a run that did not finish, a bad resolution) are ValueErrors that ``cli.user_error`` reports in one line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SOURCE_HELP = ("a model file (resolab import-reference), a job's checkpoint.pt, or the MLflow run id of a "
+               "finished job (or of a resolab evaluate-model run)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value:g}")
+    return value
+
+
+def _tracking(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the project's SQLite file)")
+    p.add_argument("--storage", help="checkpoint storage the run used (default <project>/.resolab/ray)")
+
+
+def _import_reference(args) -> int:
+    from orchestrator.model_file import save_model_file
+    from orchestrator.reference_import import import_reference
+
+    imported = import_reference(args.paper, Path(args.checkpoint), args.backbone, args.resolutions, args.num_classes,
+                                small_input=args.small_input, width=args.width)
+    source = {"kind": f"reference-{args.paper}", "checkpoint": str(Path(args.checkpoint).resolve())}
+    out = save_model_file(Path(args.out), imported.config, imported.net, imported.num_classes, source)
+    for note in imported.notes:
+        print(f"note: {note}")
+    print(f"wrote {out}: {args.paper} {args.backbone} at {' '.join(map(str, args.resolutions))}, "
+          f"{imported.num_classes} classes")
+    return 0
+
+
+def _export(args) -> int:
+    from orchestrator.export import RouteChoice, export_all, export_route
+    from orchestrator.model_source import resolve_source
+
+    if args.all == (args.resolution is not None):
+        from orchestrator.cli import UsageError
+        raise UsageError("give either --resolution R (one route) or --all (every training resolution)")
+    source = resolve_source(args.source, args.tracking_uri, args.storage)
+    if args.all:
+        exported, index = export_all(source.model, args.format, Path(args.out), args.bn, args.eps, source.matrix)
+        for e in exported:
+            print(f"wrote {e.path} ({e.route}; {e.seconds:.2f} s, max relative error {e.max_rel_error:.1e}, {e.checked_with})")
+        print(f"wrote {index}")
+        return 0
+    route = RouteChoice(args.resolution, bn=args.bn, eps=args.eps, row=args.row)
+    e = export_route(source.model, route, args.format, Path(args.out))
+    print(f"wrote {e.path} ({e.route}; {e.seconds:.2f} s, max relative error {e.max_rel_error:.1e}, {e.checked_with})")
+    return 0
+
+
+def _pick(args) -> int:
+    import torch
+
+    from backbones.complexity import count_madds
+    from orchestrator.model_source import resolve_source
+    from orchestrator.pick import pick, render, wall_clock_timer
+
+    from orchestrator.cli import UsageError
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: torch finds no CUDA GPU here; use --device cpu")
+    source = resolve_source(args.source, args.tracking_uri, args.storage, need_matrix=True)
+    if source.matrix is None:
+        raise UsageError(f"run {args.source} has no accuracy matrix artifact to pick from")
+    before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        net = source.model.net
+        result = pick(net, source.matrix, args.budget_ms, wall_clock_timer(args.batch, args.device),
+                      madds=lambda r: int(count_madds(net, r)))
+    finally:
+        torch.set_num_threads(before)
+    if args.json:
+        print(json.dumps({"source": args.source, "batch": args.batch, "threads": args.threads or before,
+                          "device": args.device, **result.to_dict()}, indent=2))
+    else:
+        print(f"batch {args.batch}, {args.threads or before} thread(s), {args.device}; latency = median of 15 runs "
+              "after 3 warm-up runs of the exported plain model")
+        print(render(result, args.source))
+    return 0 if result.choice else 1
+
+
+def _evaluate_model(args) -> int:
+    from orchestrator.evaluate_model import evaluate_model
+
+    matrix, run_id = evaluate_model(Path(args.model), args.data, args.set, args.tracking_uri, args.device,
+                                    suite=args.suite)
+    print(matrix.to_text())
+    print(f"recorded as MLflow run {run_id} (experiment {args.suite}); pick a resolution with: "
+          f"resolab pick {run_id} --budget-ms T")
+    return 0
+
+
+def add_subcommands(sub) -> None:
+    """Torch-free: the paper and backbone names are checked by ``import_reference`` (a one-line error)."""
+    p = sub.add_parser("import-reference", help="turn a checkpoint of the papers' reference code into a resolab model file")
+    p.add_argument("paper", help="san (d-li14/SAN) or rsnets (yikaiw/RS-Nets, non-quantization)")
+    p.add_argument("checkpoint", help="the released .pth/.tar file (a state dict, bare or under 'state_dict')")
+    p.add_argument("--backbone", required=True, help="resnet18, resnet50 or mobilenet_v2 (resnet_tiny for tests)")
+    p.add_argument("--resolutions", type=_positive_int, nargs="+", required=True, metavar="PX",
+                   help="training resolutions, one per BN slot, largest first (the papers: 224 192 160 128 96)")
+    p.add_argument("--num-classes", type=_positive_int, required=True, help="classifier outputs (1000 for ImageNet)")
+    p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem (only for checkpoints trained so)")
+    p.add_argument("--width", type=_positive_int, help="resnet_tiny only: channels of its first stage (default 16)")
+    p.add_argument("--out", required=True, help="model file to write (MODEL.pt)")
+    p.set_defaults(func=_import_reference)
+
+    p = sub.add_parser("export", help="one route of a model as a plain TorchScript or ONNX CNN, checked against it")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("--resolution", type=_positive_int, help="input size in pixels")
+    p.add_argument("--all", action="store_true", help="one file per training resolution plus index.json into --out DIR")
+    p.add_argument("--row", type=_positive_int, help="use this training resolution's slot (a matrix row) "
+                                                     "instead of choosing from --resolution")
+    p.add_argument("--bn", default="nearest", choices=["nearest", "interpolate"], help="BN at an unseen resolution")
+    p.add_argument("--eps", default="proxy", choices=["proxy", "ideal"], help="SAN: eps of the nearest training "
+                                                                               "resolution (proxy) or of R (ideal)")
+    p.add_argument("--format", default="torchscript", choices=["torchscript", "onnx"], help="file format")
+    p.add_argument("--out", required=True, help="file to write (a new directory with --all)")
+    _tracking(p)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("pick", help="time every test resolution here and pick the most accurate route within a budget")
+    p.add_argument("source", help="the MLflow run id of a finished job (its matrix gives the accuracies)")
+    p.add_argument("--budget-ms", type=_positive_float, required=True, help="latency budget per batch, milliseconds")
+    p.add_argument("--batch", type=_positive_int, default=1, help="images per forward (default 1)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _tracking(p)
+    p.set_defaults(func=_pick)
+
+    p = sub.add_parser("evaluate-model", help="the train x test matrix of a model file, recorded in MLflow like a job")
+    p.add_argument("model", help="model file (resolab import-reference) or a job's checkpoint.pt")
+    p.add_argument("--data", help="ImageFolder root with train/ and val/ (default: the model's own data config)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, repeatable (e.g. eval.test_resolutions=[256,224,192])")
+    p.add_argument("--suite", default="imported", help="MLflow experiment to record the run in (default imported)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the project's SQLite file)")
+    p.set_defaults(func=_evaluate_model)
+
+
+if __name__ == "__main__":
+    sys.exit("run these through `resolab`")

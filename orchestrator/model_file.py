@@ -1,0 +1,138 @@
+"""The resolab model file: one trained switchable model, config plus weights, and nothing else.
+
+    {"format": "resolab-model/1", "config": JobConfig.to_dict(), "num_classes": N,
+     "model": state dict, "source": {"kind": "reference-san" | "job", ...}}
+
+Everything in it is a tensor, a number, a string, a list or a dict, so it loads with
+``torch.load(weights_only=True)`` (no pickled classes run on loading). ``resolab import-reference``
+writes it; ``export``, ``pick`` and ``evaluate-model`` read it, and also read a job's final
+checkpoint (``<storage>/<suite>/jobs/<job>-<hash>/checkpoint.pt``), which holds the same two fields
+that matter here: ``config`` and ``model``.
+
+Every file this module (and export) writes goes through ``atomic_write``: a temporary file in the
+target's directory, renamed into place only once it is complete, so an error never leaves a
+partial output behind.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from jobspec import ConfigError, JobConfig
+from methods import Method, build_method
+
+MODEL_FORMAT = "resolab-model/1"
+
+
+class ModelFileError(ValueError):
+    """A model file (or source) that cannot be used; the message names the file and the fix."""
+
+
+@dataclass
+class LoadedModel:
+    config: JobConfig
+    net: torch.nn.Module  # MultiResolutionNet, eval mode, on the CPU
+    method: Method
+    num_classes: int
+    source: dict = field(default_factory=dict)  # where the weights came from (file, run id, reference checkpoint)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``; on any error
+    the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelFileError(f"cannot create the directory of {path} ({exc.strerror or exc}); choose another --out") from None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a written model is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def build_model(config: JobConfig, num_classes: int) -> tuple[Method, torch.nn.Module]:
+    method = build_method(config.method, config.model, config.data.resolutions)
+    return method, method.build(num_classes)
+
+
+def save_model_file(path: Path, config: JobConfig, net: torch.nn.Module, num_classes: int, source: dict) -> Path:
+    payload = {"format": MODEL_FORMAT, "config": config.to_dict(), "num_classes": int(num_classes),
+               "model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "source": dict(source)}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _classes_from_weights(state: dict) -> int:
+    """The classifier's outputs: the last 2-D weight of the state dict (the FC of every backbone;
+    RS-Net's alpha, registered after it, is 1-D)."""
+    for key in reversed(list(state)):
+        if key.endswith("weight") and getattr(state[key], "ndim", 0) == 2:
+            return int(state[key].shape[0])
+    raise ModelFileError("no classifier weight found in the state dict")
+
+
+def read_payload(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file; give a model file (resolab import-reference writes one), "
+                             "a job's checkpoint.pt, or a finished job's MLflow run id")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise ModelFileError(f"{path} cannot be read as a torch file, it is truncated or not a checkpoint "
+                                 f"({str(exc).splitlines()[0] if str(exc) else 'unpickling failed'}); copy or write it again") from None
+        # Loading arbitrary pickled objects runs code; we only ever load tensors and plain containers.
+        raise ModelFileError(f"{path} holds Python objects other than tensors, which are not loaded here (safe "
+                             "loading, weights_only=True). If you trust the file, keep only its weights: python -c "
+                             f"\"import torch; c = torch.load('{path}', weights_only=False); "
+                             "torch.save(c.get('state_dict', c), 'weights.pth')\" and import weights.pth") from None
+    except Exception as exc:  # noqa: BLE001 — torch raises many kinds (zip reader, unpickler) for a bad file
+        first = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).split(". ")[0][:160]
+        raise ModelFileError(f"{path} cannot be read as a torch file, it is truncated or not a checkpoint ({first}); "
+                             "copy or write it again") from None
+    if not isinstance(payload, dict):
+        raise ModelFileError(f"{path} holds a {type(payload).__name__}, not a resolab model file or checkpoint")
+    return payload
+
+
+def load_model(path: Path, source: dict | None = None) -> LoadedModel:
+    """A model file or a job checkpoint, built and loaded (strict: every weight must fit)."""
+    payload = read_payload(path)
+    if "config" not in payload or "model" not in payload:
+        raise ModelFileError(f"{path} is not a resolab model file or job checkpoint (it has no config and model); "
+                             "for the papers' released weights use `resolab import-reference`")
+    try:
+        config = JobConfig.parse(payload["config"])
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: its config is not valid for this version of resolab ({exc})") from None
+    state = payload["model"]
+    num_classes = int(payload.get("num_classes") or config.data.num_classes or _classes_from_weights(state))
+    method, net = build_model(config, num_classes)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise ModelFileError(f"{path}: its weights do not fit its config "
+                             f"({config.model.backbone}/{config.method.name}): {' '.join(lines[1:4])}") from None
+    net.eval()
+    info = {"file": str(Path(path).resolve()), **(payload.get("source") or {}), **(source or {})}
+    return LoadedModel(config, net, method, num_classes, info)

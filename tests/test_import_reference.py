@@ -1,0 +1,159 @@
+"""The papers' checkpoints become resolab models with every weight where it belongs; bad ones are refused.
+
+The reference layouts are written out here (key names and shapes), not taken from the reference code:
+RS-Nets wraps convs and the FC in ``ModuleParallel`` (``<name>.module.weight``) and keeps one BN per
+resolution (``<name>.bn_<i>.*``); SAN generates each block conv from ``nn.Linear(1, numel)``
+(``<block>.fc<k>.weight`` (numel, 1) = our eps-scale, ``.bias`` (numel,) = our base), keeps a plain stem
+conv and carries torchvision's downsample branch unused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator.cli import main as cli_main
+from orchestrator.model_file import load_model
+from orchestrator.reference_import import ImportMismatch, import_reference
+
+RES = [224, 192]  # SAN's reference feeds slot i the scale 0.7 - 0.1 i: 224, 192, ... only
+WIDTH = 8  # resnet_tiny width 8, 10 classes
+# Our resnet_tiny's convs: (block, conv name in torchvision's layout, kernel shape).
+TINY_CONVS = [
+    ("layers.0", "conv1", (8, 8, 3, 3)), ("layers.0", "conv2", (8, 8, 3, 3)),
+    ("layers.1", "conv1", (16, 8, 3, 3)), ("layers.1", "conv2", (16, 16, 3, 3)),
+    ("layers.1", "downsample.0", (16, 8, 1, 1)),
+    ("layers.2", "conv1", (32, 16, 3, 3)), ("layers.2", "conv2", (32, 32, 3, 3)),
+    ("layers.2", "downsample.0", (32, 16, 1, 1)),
+]
+SAN_NAME = {"conv1": "fc1", "conv2": "fc2", "downsample.0": "fc3"}  # SAN's BasicBlock names
+BN_OF = {"conv1": "bn1", "conv2": "bn2", "downsample.0": "downsample.1"}
+SAN_BN = {"bn1": "bn1", "bn2": "bn2", "downsample.1": "bn3"}
+
+
+def _bn(state, name, channels, slots, g):
+    for i in range(slots):
+        state[f"{name}.bn_{i}.weight"] = torch.rand(channels, generator=g) + 0.5
+        state[f"{name}.bn_{i}.bias"] = torch.randn(channels, generator=g)
+        state[f"{name}.bn_{i}.running_mean"] = torch.randn(channels, generator=g)
+        state[f"{name}.bn_{i}.running_var"] = torch.rand(channels, generator=g) + 0.5
+        state[f"{name}.bn_{i}.num_batches_tracked"] = torch.tensor(7 + i)
+
+
+def rsnets_tiny_state(slots=len(RES), classes=10, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    state = {"conv1.module.weight": torch.randn(8, 3, 3, 3, generator=g)}
+    _bn(state, "bn1", 8, slots, g)
+    for block, conv, shape in TINY_CONVS:
+        state[f"{block}.{conv}.module.weight"] = torch.randn(shape, generator=g) * 0.3
+        _bn(state, f"{block}.{BN_OF[conv]}", shape[0], slots, g)
+    state["fc.module.weight"] = torch.randn(classes, 4 * WIDTH, generator=g)
+    state["fc.module.bias"] = torch.randn(classes, generator=g)
+    return state
+
+
+def san_tiny_state(slots=len(RES), classes=10, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    state = {"conv1.module.weight": torch.randn(8, 3, 3, 3, generator=g)}  # the plain stem
+    _bn(state, "bn1", 8, slots, g)
+    for block, conv, shape in TINY_CONVS:
+        numel = torch.Size(shape).numel()
+        state[f"{block}.{SAN_NAME[conv]}.weight"] = torch.randn(numel, 1, generator=g) * 0.3
+        state[f"{block}.{SAN_NAME[conv]}.bias"] = torch.randn(numel, generator=g) * 0.3
+        _bn(state, f"{block}.{SAN_BN[BN_OF[conv]]}", shape[0], slots, g)
+        if conv == "downsample.0":  # built by _make_layer, never run by SAN's blocks
+            state[f"{block}.downsample.0.module.weight"] = torch.zeros(shape)
+            _bn(state, f"{block}.downsample.1", shape[0], slots, g)
+    state["fc.module.weight"] = torch.randn(classes, 4 * WIDTH, generator=g)
+    state["fc.module.bias"] = torch.randn(classes, generator=g)
+    return state
+
+
+def _save(path: Path, state: dict, wrap: bool, prefix: bool) -> Path:
+    if prefix:
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save({"state_dict": state, "epoch": 120} if wrap else state, path)
+    return path
+
+
+def _import(paper, path, **kw):
+    return import_reference(paper, path, "resnet_tiny", kw.pop("resolutions", RES), kw.pop("classes", 10), **kw,
+                            width=WIDTH)
+
+
+@pytest.mark.parametrize("wrap,prefix", [(False, False), (True, True)])
+def test_rsnets_weights_land_where_they_should(tmp_path, wrap, prefix):
+    state = rsnets_tiny_state()
+    net = _import("rsnets", _save(tmp_path / "rs.pth", state, wrap, prefix)).net
+    b = net.backbone
+    assert torch.equal(b.conv1.weight, state["conv1.module.weight"])
+    assert torch.equal(b.layers[1].downsample[0].weight, state["layers.1.downsample.0.module.weight"])
+    assert torch.equal(b.fc.bias, state["fc.module.bias"])
+    for i in range(len(RES)):
+        assert torch.equal(b.layers[2].bn2.running_var[i], state[f"layers.2.bn2.bn_{i}.running_var"])
+        assert torch.equal(b.layers[1].downsample[1].weight[i], state[f"layers.1.downsample.1.bn_{i}.weight"])
+        assert int(b.bn1.num_batches_tracked[i]) == 7 + i
+
+
+def test_san_weights_land_where_they_should(tmp_path):
+    state = san_tiny_state()
+    imported = _import("san", _save(tmp_path / "san.pth", state, wrap=True, prefix=True))
+    b = imported.net.backbone
+    assert torch.equal(b.conv1.base, state["conv1.module.weight"]) and not b.conv1.scale.any()
+    conv = b.layers[1].conv2
+    assert torch.equal(conv.base, state["layers.1.fc2.bias"].view(16, 16, 3, 3))
+    assert torch.equal(conv.scale, state["layers.1.fc2.weight"].view(16, 16, 3, 3))
+    # The live shortcut is fc3/bn3, not the unused downsample branch.
+    assert torch.equal(b.layers[2].downsample[0].base, state["layers.2.fc3.bias"].view(32, 16, 1, 1))
+    assert torch.equal(b.layers[2].downsample[1].running_mean[1], state["layers.2.bn3.bn_1.running_mean"])
+    # The reference's kernel at slot i is Linear(0.7 - 0.1 i) = bias + (0.7 - 0.1 i) * weight.
+    for i, r in enumerate(RES):
+        linear = torch.nn.Linear(1, 16 * 16 * 9)
+        linear.weight.data, linear.bias.data = state["layers.1.fc2.weight"], state["layers.1.fc2.bias"]
+        expected = linear(torch.tensor([0.7 - 0.1 * i])).view(16, 16, 3, 3)
+        torch.testing.assert_close(conv.generate(r / 320), expected)
+    assert any("downsample" in note for note in imported.notes)
+
+
+def test_wrong_architecture_names_key_and_fit(tmp_path):
+    # A SAN checkpoint imported as an RS-Net: an unknown key, named, with a hint.
+    path = _save(tmp_path / "san.pth", san_tiny_state(), wrap=False, prefix=False)
+    with pytest.raises(ImportMismatch, match=r"key '.*(fc\d|module).*'.*try `import-reference san`"):
+        _import("rsnets", path)
+    # Three BN slots imported as two: an unknown key; the hint gives the slot count that fits.
+    path = _save(tmp_path / "three.pth", rsnets_tiny_state(slots=3), wrap=False, prefix=False)
+    with pytest.raises(ImportMismatch, match=r"bn_2.*3 BN slots"):
+        _import("rsnets", path)
+    # 100 classes imported as 10: a shape mismatch naming both shapes.
+    path = _save(tmp_path / "c100.pth", rsnets_tiny_state(classes=100), wrap=False, prefix=False)
+    with pytest.raises(ImportMismatch, match=r"fc.module.weight' has shape \[100, 32\], expected \[10, 32\].*--num-classes 100"):
+        _import("rsnets", path)
+    # SAN at resolutions its reference scales do not match.
+    path = _save(tmp_path / "san2.pth", san_tiny_state(), wrap=False, prefix=False)
+    with pytest.raises(ImportMismatch, match="224 192"):
+        _import("san", path, resolutions=[64, 32])
+
+
+def test_cli_import_errors_leave_no_file(tmp_path, capsys):
+    good = _save(tmp_path / "rs.pth", rsnets_tiny_state(), wrap=True, prefix=False)
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    out = tmp_path / "out" / "model.pt"
+    base = ["import-reference", "rsnets", "--backbone", "resnet_tiny", "--num-classes", "10", "--width", "8",
+            "--out", str(out)]
+    assert cli_main(base[:2] + [str(truncated)] + base[2:] + ["--resolutions", "224", "192"]) == 2
+    assert "truncated" in capsys.readouterr().err
+    assert cli_main(base[:2] + [str(good)] + base[2:] + ["--resolutions", "224", "192", "160"]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "2 BN slots" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(out.parent.glob(".*"))  # no file, no temporary left over
+    with pytest.raises(SystemExit):  # argparse: a resolution <= 0
+        cli_main(base[:2] + [str(good)] + base[2:] + ["--resolutions", "224", "0"])
+    assert "positive" in capsys.readouterr().err
+    # The good one, through the CLI: a model file that loads with weights_only=True.
+    assert cli_main(base[:2] + [str(good)] + base[2:] + ["--resolutions", "224", "192"]) == 0
+    assert "MRED alpha" in capsys.readouterr().out
+    payload = torch.load(out, weights_only=True)
+    assert payload["format"] == "resolab-model/1" and payload["config"]["method"]["name"] == "rsnet"
+    assert load_model(out).net.resolutions == RES

@@ -1,0 +1,133 @@
+"""RS-Nets Table 3 from a real MLflow SQLite store holding KNOWN runs: the paper's own ResNet-18 numbers
+logged as quantized runs (W2/A32 on the plain tiny ResNet, W2/A2 on its pre-activation twin, one
+network), so the rebuilt table must print the paper's rows, gains and storage; and RS-Nets Fig. 1
+shows them as quantized points without mixing them into the full-precision models."""
+from __future__ import annotations
+
+import os
+import shutil
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import pandas as pd
+import pytest
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+
+from analysis import make_tables
+from analysis.describe import describe
+from analysis.matrix import COLUMNS, Matrix
+from analysis.mlflow_batch import log_batched
+from analysis.report import log_matrix_metrics
+from analysis.rsnets_table3 import full_precision, network, quantized, settings
+from jobspec import Job, JobConfig, config_hash, flatten, param_value
+from orchestrator.tracking import job_tags
+
+S = (224, 192, 160, 128, 96)
+# RS-Nets Table 3, Quantized ResNet18: (top-1, top-5) per resolution.
+PAPER = {
+    (2, 32): {"inets": {224: (68.0, 88.0), 192: (66.4, 86.9), 160: (64.5, 85.5), 128: (61.5, 83.4), 96: (56.3, 79.4)},
+              "rsnet": {224: (68.8, 88.4), 192: (67.6, 87.8), 160: (66.0, 86.5), 128: (63.1, 84.5), 96: (56.6, 79.9)}},
+    (2, 2): {"inets": {224: (64.9, 86.0), 192: (63.1, 84.7), 160: (61.1, 83.3), 128: (58.1, 80.8), 96: (52.3, 76.4)},
+             "rsnet": {224: (65.8, 86.4), 192: (64.8, 85.8), 160: (62.9, 84.2), 128: (59.3, 81.9), 96: (52.5, 76.7)}},
+}
+BACKBONE = {(2, 32): "resnet_tiny", (2, 2): "preact_resnet_tiny"}
+
+
+def config(method, resolutions, bits=(32, 32), backbone="resnet_tiny") -> JobConfig:
+    return JobConfig.parse({
+        "model": {"backbone": backbone, "small_input": True, "weight_bits": bits[0], "act_bits": bits[1]},
+        "method": {"name": method}, "data": {"resolutions": list(resolutions), "num_classes": 1000},
+        "train": {"epochs": 2, "schedule": "step", "milestones": [1]}, "eval": {"test_resolutions": list(S)},
+    }).validate()
+
+
+def matrix(cells: dict[int, tuple[float, float]]) -> Matrix:
+    records = [("fixed", r, t, top1 - abs(r - t) / 8, top5 - abs(r - t) / 8) for r, (top1, top5) in cells.items()
+               for t in S]
+    return Matrix(pd.DataFrame.from_records(records, columns=COLUMNS))
+
+
+class Suite:
+    def __init__(self, client: MlflowClient, name: str):
+        self.client, self.name, self.clock = client, name, 1_700_000_000_000
+        self.experiment_id = client.create_experiment(name, artifact_location=(
+            os.path.dirname(client.tracking_uri[len("sqlite:///"):]) + f"/artifacts/{name}"))
+
+    def job(self, cfg: JobConfig, m: Matrix, group: str) -> None:
+        self.clock += 1000
+        name = f"{cfg.method.name}-{cfg.model.backbone}-{cfg.data.resolutions}"
+        tags = job_tags(self.name, Job(name=name, config=cfg, hash=config_hash(cfg), point={}, group=group), "test")
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags, start_time=self.clock).info.run_id
+        log_batched(self.client, run_id, params=[Param(k, param_value(v)) for k, v in flatten(cfg).items()])
+        log_matrix_metrics(self.client, run_id, m)
+        self.client.set_terminated(run_id, status="FINISHED")
+
+
+def fill(client: MlflowClient) -> None:
+    s = Suite(client, "rsnets_table3")
+    for bits, numbers in PAPER.items():
+        for r in S:
+            s.job(config("individual", [r], bits, BACKBONE[bits]), matrix({r: numbers["inets"][r]}), f"inets-{bits}")
+        s.job(config("rsnet", S, bits, BACKBONE[bits]), matrix(numbers["rsnet"]), f"rsnet-{bits}")
+    # A full-precision RS-Net (RS-Nets Table 2) of the same network: Fig. 1 must keep it apart.
+    Suite(client, "rsnets_table2").job(config("rsnet", S), matrix({r: (70.0, 89.0) for r in S}), "fp")
+
+
+@pytest.fixture
+def store(empty_db, tmp_path) -> str:
+    path = tmp_path / "mlflow.db"
+    shutil.copy(empty_db, path)
+    fill(MlflowClient(f"sqlite:///{path}"))
+    return f"sqlite:///{path}"
+
+
+def run(capsys, *argv) -> str:
+    code = make_tables.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_networks_merge_a_backbone_and_its_preact_twin():
+    assert network("preact_resnet18") == "resnet18" and network("resnet50") == "resnet50"
+
+
+def test_markdown_is_the_papers_table(capsys, store):
+    out = run(capsys, "rsnets_table3", "--tracking-uri", store, "--no-log")
+    assert ("| Resolution | MAdds | W2/A32 I-Nets (base) | W2/A32 RS-Net | W2/A2 I-Nets (base) | W2/A2 RS-Net |"
+            in out)
+    assert "Quantized resnet_tiny (W2/A32 on resnet_tiny, W2/A2 on preact_resnet_tiny)" in out
+    # The paper's rows, gains included (RS-Net top-1 minus the I-Net's at the same resolution).
+    assert "| 68.0 / 88.0 | 68.8 / 88.4 (+0.8) | 64.9 / 86.0 | 65.8 / 86.4 (+0.9) |" in out
+    assert "| 66.4 / 86.9 | 67.6 / 87.8 (+1.2) | 63.1 / 84.7 | 64.8 / 85.8 (+1.7) |" in out
+    assert "| 56.3 / 79.4 | 56.6 / 79.9 (+0.3) | 52.3 / 76.4 | 52.5 / 76.7 (+0.2) |" in out
+    # Storage: five 2-bit I-Nets need log2(5 * 4) = 4.3 bits per conv weight, one RS-Net 2 (§4.2, footnote 4).
+    assert "| Storage (bits / conv weight) |  | 4.3 | 2.0 | 4.3 | 2.0 |" in out
+    sizes = {}
+    for bits, backbone in BACKBONE.items():
+        for method, resolutions in (("individual", S), ("rsnet", S)):
+            cfg = JobConfig.parse({"model": {"backbone": backbone, "small_input": True, "weight_bits": bits[0],
+                                             "act_bits": bits[1]}, "method": {"name": method},
+                                   "data": {"resolutions": list(resolutions)}})
+            sizes[(bits, method)] = describe(cfg, 1000)["size_MB"]
+    row = " | ".join(f"{sizes[(b, m)]:.1f}" for b in BACKBONE for m in ("individual", "rsnet"))
+    assert f"| Model size (MB) |  | {row} |" in out
+    assert "missing" not in out
+
+
+def test_fig1_shows_quantized_points_apart_from_the_full_precision_models(capsys, store):
+    out = run(capsys, "fig1", "--tracking-uri", store, "--no-log")
+    # The full-precision RS-Net is the RS-Net of the Table 2 panel; its I-Nets are missing, not the 2-bit ones.
+    assert "| 224×224 |" in out and "| — | — | 70.0 | — |" in out
+    assert "missing: I-Nets resnet_tiny" in out
+    assert "| Resolution | MAdds | I-Nets W2/A32 | RS-Net W2/A32 | I-Nets W2/A2 | RS-Net W2/A2 |" in out
+    assert "| 68.0 | 68.8 | 64.9 | 65.8 |" in out
+
+
+def test_split_of_runs_by_precision(store):
+    runs = pd.concat([make_tables.fetch_runs(MlflowClient(store), s) for s in ("rsnets_table3", "rsnets_table2")])
+    from analysis.runs import prepare_runs
+    runs = prepare_runs(runs)
+    assert len(full_precision(runs)) == 1 and len(quantized(runs)) == 12
+    assert settings(runs, "resnet_tiny") == [("resnet_tiny", (2, 32)), ("preact_resnet_tiny", (2, 2))]
