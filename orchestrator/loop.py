@@ -168,7 +168,7 @@ def autocast_for(cfg: JobConfig, device: torch.device):
 def _diverged(epoch: int, steps: str, value: float, terms: dict, where: str, cfg: JobConfig) -> TrainingDiverged:
     parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
     return TrainingDiverged(
-        f"loss diverged at epoch {epoch} {steps}: {where}total={value:.4g} ({parts}); threshold "
+        f"loss diverged at epoch {epoch + 1} of {cfg.train.epochs} {steps}: {where}total={value:.4g} ({parts}); threshold "
         f"train.divergence_threshold={cfg.train.divergence_threshold:g}. Lower train.lr, add "
         "train.warmup_epochs, or check the data.")
 
@@ -327,7 +327,7 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"])
         start_epoch, history = int(saved["epoch"]) + 1, list(saved.get("history", []))
-        runtime.log(f"resumed from {resume_dir} after epoch {saved['epoch']}")
+        runtime.log(f"resumed from {resume_dir} after epoch {saved['epoch'] + 1} of {cfg.train.epochs}")  # counted from 1, as in the live view
 
     scaler = build_grad_scaler(cfg, device)
     state = TrainState(net=net, model=runtime.wrap(net), method=method, optimizer=optimizer,

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from backbones.preprocess import normalize_on_device
 from methods import build_method
 from orchestrator.data import build_loader, build_val_dataset
 from orchestrator.gap_features import LEVELS, gap_activations, gap_quantiles
@@ -32,7 +33,7 @@ def test_activations_are_the_gap_output_of_each_slot(tiny_job):
             if i >= 2:
                 break
             with torch.no_grad(), features.at_resolution(r, slot=slot):
-                expected.append(features(xs[slot]).flatten().numpy())
+                expected.append(features(normalize_on_device(xs[slot], 'cpu')).flatten().numpy())
         np.testing.assert_allclose(got[r], np.concatenate(expected), rtol=1e-6)
         assert got[r].size == 16 * net.backbone.fc.in_features and (got[r] >= 0).all()  # ReLU before the GAP
 

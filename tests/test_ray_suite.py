@@ -65,7 +65,7 @@ def test_two_worker_ddp_job_and_a_diverging_one_that_fails_without_retries(local
     # Both ranks stop at the same step and report the reason; a retry (the job allows 3) would
     # instead end in Ray's WorkerGroupError after four attempts.
     (reason,) = outcome.failed.values()
-    assert reason.startswith("TrainingDiverged: loss diverged at epoch 0 step"), reason
+    assert reason.startswith("TrainingDiverged: loss diverged at epoch 1 of "), reason
     client, runs = runs_of(uri, "ddp")
     (run,) = [r for r in runs if r.info.status == "FINISHED"]
     history = client.get_metric_history(run.info.run_id, "world_size")

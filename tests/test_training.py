@@ -128,7 +128,7 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tiny_job, tmp_path):
         train(cfg, CrashAfterFirstEpoch(tmp_path / "resumed"), "h")
     runtime = RecordingRuntime(tmp_path / "resumed")
     resumed = train(cfg, runtime, "h")
-    assert any("resumed" in line and "after epoch 0" in line for line in runtime.lines)
+    assert any("resumed" in line and "after epoch 1 of" in line for line in runtime.lines)
 
     assert [h["epoch"] for h in resumed.history] == [0, 1]
     a, b = straight.net.state_dict(), resumed.net.state_dict()
