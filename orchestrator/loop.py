@@ -166,6 +166,7 @@ def autocast_for(cfg: JobConfig, device: torch.device):
 
 
 def _diverged(epoch: int, steps: str, value: float, terms: dict, where: str, cfg: JobConfig) -> TrainingDiverged:
+    # Epochs and steps are counted from 1 here, as a user counts them.
     parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
     return TrainingDiverged(
         f"loss diverged at epoch {epoch + 1} of {cfg.train.epochs} {steps}: {where}total={value:.4g} ({parts}); threshold "
@@ -179,7 +180,7 @@ def check_finite(loss: torch.Tensor, terms: dict, cfg: JobConfig, epoch: int, st
     bad_here = not math.isfinite(value) or value > cfg.train.divergence_threshold
     if runtime.any_rank(bad_here):
         where = "" if bad_here else f"on another rank (rank {runtime.rank} had total={value:.4g}); "
-        raise _diverged(epoch, f"step {step}", value, terms, where, cfg)
+        raise _diverged(epoch, f"step {step + 1}", value, terms, where, cfg)
 
 
 class DivergenceWatch:
@@ -213,10 +214,10 @@ class DivergenceWatch:
         bad_here, state, first = bool(self.bad.item()), self.state, self.first_step
         self.reset()
         if runtime.any_rank(bad_here):
-            window = f"steps {first}-{step}" if step > first else f"step {first}"
+            window = f"steps {first + 1}-{step + 1}" if step > first else f"step {first + 1}"
             value = float(state["total"])
             if bad_here:
-                where = f"step {int(state['step'])} (checked every {self.every} steps over {window}): " \
+                where = f"step {int(state['step']) + 1} (checked every {self.every} steps over {window}): " \
                     if self.every > 1 else ""
                 terms = {k: v for k, v in state.items() if k not in ("step", "total")}
                 raise _diverged(epoch, window if self.every == 1 else f"in {window}", value, terms,

@@ -161,20 +161,30 @@ def test_loss_above_threshold_fails_naming_step_and_fix(tiny_job, tmp_path):
     with pytest.raises(TrainingDiverged) as info:
         train(cfg, RecordingRuntime(tmp_path), "h")
     message = str(info.value)
-    assert "epoch 0 step 0" in message and "train.lr" in message and "divergence_threshold" in message
+    assert "epoch 1 of 1 step 1:" in message and "train.lr" in message and "divergence_threshold" in message
 
 
 def test_nan_loss_fails_naming_step_and_fix(tiny_job, tmp_path):
     # lr = inf turns the weights into inf/nan after the first step, so the second loss is NaN,
     # which no threshold comparison catches (NaN > x is False).
     cfg = tiny_job(**{"method.name": "parallel", "train.lr": float("inf")})
-    with pytest.raises(TrainingDiverged, match=r"epoch 0 step 1: total=nan.*Lower train\.lr"):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 of 1 step 2: total=nan.*Lower train\.lr"):
         train(cfg, RecordingRuntime(tmp_path), "h")
 
 
 def test_huge_learning_rate_diverges_with_a_clear_error(tiny_job, tmp_path):
     cfg = tiny_job(**{"method.name": "parallel", "train.lr": 1e8, "train.max_steps_per_epoch": 5})
-    with pytest.raises(TrainingDiverged, match=r"epoch 0 step [1-4].*Lower train\.lr"):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 of 1 step [2-5]: .*Lower train\.lr"):
+        train(cfg, RecordingRuntime(tmp_path), "h")
+
+
+def test_divergence_checked_every_n_steps_names_the_first_bad_step_and_the_window(tiny_job, tmp_path):
+    # With train.check_every=3 the verdicts stay on the device until step 3; the message still names
+    # step 2, the first NaN one, and the window the deferred check covered.
+    cfg = tiny_job(**{"method.name": "parallel", "train.lr": float("inf"), "train.check_every": 3,
+                      "train.max_steps_per_epoch": 5})
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 of 1 in steps 1-3: step 2 \(checked every 3 steps "
+                                               r"over steps 1-3\): total=nan"):
         train(cfg, RecordingRuntime(tmp_path), "h")
 
 
