@@ -17,12 +17,14 @@ from analysis.table_builder import (PARALLEL, PARALLEL_SHARED_BN, RSNET, SAN, Co
 from analysis.table_model import Cell, Panel, Stat, Table, format_signed, missing_cell
 
 
-def _top1_top5(ctx: Context, group, r: int, base: Stat | None, show_gain: bool = True, base_group=None) -> Cell:
-    """Top-1 / top-5 at r, and the top-1 gain over ``base`` (the I-Net at r, whose seeds are ``base_group``)."""
-    top1, top5 = ctx.stat(group, FIXED_MODE, r, r), ctx.stat(group, FIXED_MODE, r, r, "top5")
+def _top1_top5(ctx: Context, group, r: int, base: Stat | None, show_gain: bool = True, base_group=None,
+               top5: bool = True) -> Cell:
+    """Top-1 / top-5 at r (top-1 alone without ``top5``), and the top-1 gain over ``base`` (the I-Net at
+    r, whose seeds are ``base_group``)."""
+    top1 = ctx.stat(group, FIXED_MODE, r, r)
     if top1 is None:
         return missing_cell()
-    text = f"{top1.text(ctx.digits)} / {ctx.text(top5)}"
+    text = top1.text(ctx.digits) + (f" / {ctx.text(ctx.stat(group, FIXED_MODE, r, r, 'top5'))}" if top5 else "")
     if show_gain and base is not None:
         text += ctx.gain_text(top1, base, group, (FIXED_MODE, r, r), base_group, (FIXED_MODE, r, r))
     return Cell(text)
@@ -36,8 +38,9 @@ def _top1_delta(ctx: Context, group, r: int, base: Stat | None, show_delta: bool
     return Cell(text + (f" ({format_signed(top1.mean - base.mean, ctx.digits)})" if show_delta and base else ""))
 
 
-def table2_panel(ctx: Context, backbone: str, with_san: bool = False) -> Panel | None:
-    """RS-Nets Table 2 for one backbone: MAdds, I-Nets, I-{max}, Parallel, RS-Net (and SAN), with gains."""
+def table2_panel(ctx: Context, backbone: str, with_san: bool = False, top5: bool = True) -> Panel | None:
+    """RS-Nets Table 2 for one backbone: MAdds, I-Nets, I-{max}, Parallel, RS-Net (and SAN), with gains;
+    top-1 / top-5 cells, or top-1 alone without ``top5``."""
     inets = ctx.inet_set(backbone)
     models = [(PARALLEL, ctx.pick(PARALLEL, backbone)), (RSNET, ctx.pick(RSNET, backbone))]
     if with_san:
@@ -56,26 +59,30 @@ def table2_panel(ctx: Context, backbone: str, with_san: bool = False) -> Panel |
         if base_group is None:
             ctx.notes.missing(f"I-Nets {backbone} r={r}" if inets is not None else f"I-Nets {backbone}")
         cells = [Cell(resolution_label(r)), Cell(madds_text(madds, r)),
-                 _top1_top5(ctx, base_group, r, None), _i_max_cell(ctx, i_max, largest, r, base, base_group)]
-        cells += [_top1_top5(ctx, group, r, base, base_group=base_group) for _, group in models]
+                 _top1_top5(ctx, base_group, r, None, top5=top5),
+                 _i_max_cell(ctx, i_max, largest, r, base, base_group, top5)]
+        cells += [_top1_top5(ctx, group, r, base, base_group=base_group, top5=top5) for _, group in models]
         rows.append(cells)
     for model, group in models:
         if group is None:
             ctx.notes.missing(f"{model.label} {backbone}")
     rows.append(_total_params_row(ctx, inets, i_max, models, train))
     header = ["Resolution", "MAdds", "I-Nets (base)", f"I-{largest}", *(m.label for m, _ in models)]
-    return Panel(f"{backbone} — top-1 / top-5 % (top-1 gain over I-Nets)", header, rows)
+    measures = "top-1 / top-5 %" if top5 else "top-1 %"
+    return Panel(f"{backbone} — {measures} (top-1 gain over I-Nets)", header, rows)
 
 
-def _i_max_cell(ctx: Context, i_max, largest: int, r: int, base: Stat | None, base_group=None) -> Cell:
+def _i_max_cell(ctx: Context, i_max, largest: int, r: int, base: Stat | None, base_group=None,
+                top5: bool = True) -> Cell:
     """The I-Net trained at the largest resolution, tested at r (no gain on its own row)."""
-    top1, top5 = ctx.stat(i_max, FIXED_MODE, largest, r), ctx.stat(i_max, FIXED_MODE, largest, r, "top5")
+    top1 = ctx.stat(i_max, FIXED_MODE, largest, r)
     if top1 is None:
         return missing_cell()
     gain = ""
     if base is not None and r != largest:
         gain = ctx.gain_text(top1, base, i_max, (FIXED_MODE, largest, r), base_group, (FIXED_MODE, r, r))
-    return Cell(f"{top1.text(ctx.digits)} / {ctx.text(top5)}{gain}")
+    top5_text = f" / {ctx.text(ctx.stat(i_max, FIXED_MODE, largest, r, 'top5'))}" if top5 else ""
+    return Cell(f"{top1.text(ctx.digits)}{top5_text}{gain}")
 
 
 def _total_params_row(ctx: Context, inets, i_max, models, train: list[int]) -> list[Cell]:

@@ -88,6 +88,8 @@ class SyntheticConfig(Section):
     min_size: Int = 64
     max_size: Int = 128
     seed: Int = 0
+    # Share of objects drawn with invisible-to-faint stripes (hard examples; see orchestrator/synthetic.py).
+    faint_fraction: Annotated[Float, Field(ge=0, le=1)] = 0.0
 
 
 class DataConfig(Section):

@@ -36,6 +36,9 @@ HUES = {"red": 0.0, "yellow": 0.16, "green": 0.33, "blue": 0.6, "purple": 0.8}
 # S / 0.875) ~4.6 px at S = 48 (clear), ~3 px at S = 32 (visible), ~2.3 px at S = 24 (faint),
 # ~1.5 px at S = 16 (gone: below the 2-pixel Nyquist limit).
 STRIPE_PERIOD = 1 / 12
+# Stripe depth (1 - dark shade / object colour) of the faint_fraction hard examples: drawn from
+# [0, FAINT_DEPTH); the others get [0.55, 0.8).
+FAINT_DEPTH = 0.3
 
 
 def textures_for(num_classes: int) -> list[float]:
@@ -122,7 +125,14 @@ def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: Synt
     stripes = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi / period) * across + np.float32(rng.uniform(0, 2 * np.pi)))
     # Object colour: the class's hue (+-0.03), saturated; the second stripe colour is a darker shade.
     fg = _hsv_to_rgb((hue + rng.uniform(-0.03, 0.03)) % 1.0, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
-    fg_alt = fg * np.float32(1 - rng.uniform(0.55, 0.8))
+    depth = rng.uniform(0.55, 0.8)
+    if cfg.faint_fraction > 0 and rng.random() < cfg.faint_fraction:
+        # A hard example: stripes from invisible to faint. The fainter they are, the higher the
+        # resolution needed to see them, so accuracy has headroom at every resolution and falls off
+        # gradually as resolution drops, as on real data (drawn only when asked for, so the images of
+        # faint_fraction = 0 stay as they were).
+        depth = rng.uniform(0.0, FAINT_DEPTH)
+    fg_alt = fg * np.float32(1 - depth)
 
     # pixel = (1 - coverage) * (bg + ramp) + coverage * (fg + stripes * (fg_alt - fg)) + noise
     noise = rng.random((h, w), dtype=np.float32) * np.float32(0.1) - np.float32(0.05)  # std 0.03
