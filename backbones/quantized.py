@@ -26,6 +26,7 @@ divides by zero on such a batch); with BᵀB counting thousands of values, δ mo
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,6 +47,17 @@ def bit_codes(bits: int, signed: bool) -> torch.Tensor:
     return 2 * b - 1 if signed else b
 
 
+def in_fp32(fn):
+    """Run ``fn`` with autocast off: under bf16/fp16 autocast the basis fits' matmuls would run in
+    low precision and move the levels by about 1 %; the quantizers' maths stays float32."""
+    @functools.wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        with torch.autocast(x.device.type, enabled=False):
+            return fn(x, *args, **kwargs)
+    return wrapper
+
+
+@in_fp32
 def nearest_levels(x: torch.Tensor, basis: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For rows x (C, N) and bases (C, K): each value's nearest level (C, N) and the index of its code
     in ``codes`` (C, N). A value on a midpoint goes to the lower level, as the reference's ``x > thr``."""
@@ -56,6 +68,7 @@ def nearest_levels(x: torch.Tensor, basis: torch.Tensor, codes: torch.Tensor) ->
     return ordered.gather(1, position), order.gather(1, position)
 
 
+@in_fp32
 def least_squares_basis(x: torch.Tensor, code_index: torch.Tensor, codes: torch.Tensor, prior: torch.Tensor,
                         ridge: float = RIDGE) -> torch.Tensor:
     """Per row c: argmin_v ||x_c − B_c v||² + ridge ||v − prior_c||², B_c the rows' codes.
@@ -161,6 +174,7 @@ class ActivationSite(nn.Identity):
     an identity at full precision, swapped for an ``ActivationQuantizer`` by surgery."""
 
 
+@in_fp32
 def _quantize_activation(x: torch.Tensor, basis: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(output with the clipped straight-through gradient, code index of every value)."""
     flat = x.detach().reshape(1, -1).float()

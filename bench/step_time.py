@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def steps_taken(args) -> int:
 
 class Trainer:
     """One method's model, SGD, LR schedule and grad scaler, built as the training loop builds them;
-    ``step(xs, labels)`` is the loop's own ``train_step``."""
+    ``step(xs, labels)`` is the loop's own ``train_step`` and returns its ``LossOutput``."""
 
     def __init__(self, cfg: JobConfig, args):
         self.cfg = cfg
@@ -90,9 +91,10 @@ class Trainer:
                                 scaler=build_grad_scaler(cfg, args.device))
         self.steps = 0
 
-    def step(self, xs, labels) -> None:
-        train_step(self.state, xs, labels, self.cfg, self.runtime, epoch=0, step=self.steps)
+    def step(self, xs, labels):
+        out = train_step(self.state, xs, labels, self.cfg, self.runtime, epoch=0, step=self.steps)
         self.steps += 1
+        return out
 
 
 class ReferenceStep:
@@ -218,17 +220,55 @@ def peak_memory(fn, device: torch.device) -> tuple[float, float | None, str]:
 # ---------------------------------------------------------------- the benchmark
 
 
+WIDTH = 66  # label column of the report
+
+
+def show(rows) -> None:
+    """Print one block of the report at once. Each block goes out (flushed) as soon as it is measured: when
+    stdout is a pipe or a file, Python buffers it, and a run stopped before the end (a time limit; on a busy
+    CPU a run takes several times as long) would otherwise leave no output at all."""
+    for label, value in rows:
+        print(f"{label:{WIDTH}}{value}")
+    sys.stdout.flush()
+
+
+def progress(what: str) -> None:
+    """What is being measured, on stderr: a run that is stopped shows where it was."""
+    print(f"[step_time] {what} ...", file=sys.stderr, flush=True)
+
+
+def ms(s: float) -> str:
+    return f"{1e3 * s:10.3f} ms"
+
+
+def ratio(r: float) -> str:
+    return f"{r:10.3f} x" if r >= 1e-3 else f"{r:10.1e} x"
+
+
+def mib(m: float) -> str:
+    return f"{m:10.1f} MiB"
+
+
 def run(args) -> None:
     torch.manual_seed(0)
     res, S = args.resolutions, len(args.resolutions)
+    device_name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else \
+        f"cpu ({torch.get_num_threads()} threads)"
+    precision = f"{args.precision}{', channels_last' if args.device.type == 'cuda' else ''}"
+    print(f"device {device_name} | {precision} | backbone {args.backbone}"
+          f"{' (small input)' if args.small_input else ''} | resolutions {' '.join(map(str, res))} | "
+          f"batch {args.batch_size} | {args.num_classes} classes | median of {args.iters} after {args.warmup} warm-up",
+          flush=True)
     xs, labels = make_batch(args)
 
+    progress("building the models")
     parallel = Trainer(job(args, "parallel", res), args)
     inets = [Trainer(job(args, "individual", [r]), args) for r in res]
     rsnet = Trainer(job(args, "rsnet", res), args)
     san = Trainer(job(args, "san", res), args)
     ref_rsnet, ref_san = ReferenceStep("rsnet", args), ReferenceStep("san", args)
 
+    progress(f"timing training steps: {S + 5} variants x {args.warmup + args.iters} rounds")
     steps = median_times({
         "parallel": lambda: parallel.step(xs, labels),
         **{f"inet{r}": (lambda t=t, x=x: t.step([x], labels)) for r, t, x in zip(res, inets, xs)},
@@ -237,7 +277,23 @@ def run(args) -> None:
         "ref_rsnet": lambda: ref_rsnet.step(xs, labels),
         "ref_san": lambda: ref_san.step(xs, labels),
     }, args)
+    inet_sum = sum(steps[f"inet{r}"] for r in res)
+    show([
+        ("training step", ""),
+        (f"  parallel, fused over {S} resolutions", ms(steps["parallel"])),
+        (f"  {S} single-resolution I-Net steps, sum", ms(inet_sum)),
+        ("  fused / sum", ratio(steps["parallel"] / inet_sum)),
+        ("  RS-Net (parallel + MRED)", ms(steps["rsnet"])),
+        ("  SAN (meta convs + scale distillation)", ms(steps["san"])),
+        ("  SAN / RS-Net", ratio(steps["san"] / steps["rsnet"])),
+        ("  reference RS-Net step (plain PyTorch, fp32)", ms(steps["ref_rsnet"])),
+        ("  reference SAN step (plain PyTorch, fp32)", ms(steps["ref_san"])),
+        ("  RS-Net / reference", ratio(steps["rsnet"] / steps["ref_rsnet"])),
+        ("  SAN / reference", ratio(steps["san"] / steps["ref_san"])),
+    ])
+
     # Inference: switching and SAN's generated kernels.
+    progress("timing resolution switches and inference")
     smallest, largest = min(res), max(res)
     x_small, x_large = xs[res.index(smallest)], xs[res.index(largest)]
     for t in (rsnet, san):
@@ -263,9 +319,25 @@ def run(args) -> None:
             "san fwd large": lambda: san.net(x_large, resolution=largest),
             "plain fwd large": lambda: plain[largest](x_large),
         }, args)
+    fwd_small = infer["rsnet fwd small"]
+    per_switch = infer["set_route x1000"] / switch_calls
+    rows = [
+        ("resolution switch at inference", ""),
+        ("  set_route (route + push to every layer)", ms(per_switch)),
+        (f"  SAN materialize at {smallest}", ms(infer["materialize"])),
+        (f"  one RS-Net forward at {smallest}", ms(fwd_small)),
+        ("  set_route / forward", ratio(per_switch / fwd_small)),
+        ("  materialize / forward", ratio(infer["materialize"] / fwd_small)),
+        ("SAN inference, generated kernels / materialised plain model", ""),
+    ]
+    for r, tag in ((smallest, "small"), (largest, "large")):
+        gen, mat = infer[f"san fwd {tag}"], infer[f"plain fwd {tag}"]
+        rows.append((f"  at {r} ({1e3 * gen:.3f} ms / {1e3 * mat:.3f} ms)", ratio(gen / mat)))
+    show(rows)
 
     # Memory last: on CPU the allocator setting it needs makes every large allocation an mmap, which
     # would slow the timed steps above.
+    progress("measuring the peak memory of one step")
     if args.device.type == "cpu":
         return_freed_memory_to_the_os()
     memory = {}
@@ -273,54 +345,16 @@ def run(args) -> None:
         t.net.train()
         t.step(xs, labels)  # settle the allocator under the new setting
         memory[name] = peak_memory(lambda t=t: t.step(xs, labels), args.device)
-
-    # ---------------------------------------------------------------- report
-    ms = lambda s: f"{1e3 * s:10.3f} ms"  # noqa: E731
-    x = lambda r: f"{r:10.3f} x" if r >= 1e-3 else f"{r:10.1e} x"  # noqa: E731
-    mib = lambda m: f"{m:10.1f} MiB"  # noqa: E731
-    inet_sum = sum(steps[f"inet{r}"] for r in res)
-    fwd_small = infer["rsnet fwd small"]
-    per_switch = infer["set_route x1000"] / switch_calls
-    device_name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else \
-        f"cpu ({torch.get_num_threads()} threads)"
-    precision = f"{args.precision}{', channels_last' if args.device.type == 'cuda' else ''}"
-    print(f"device {device_name} | {precision} | backbone {args.backbone}"
-          f"{' (small input)' if args.small_input else ''} | resolutions {' '.join(map(str, res))} | "
-          f"batch {args.batch_size} | {args.num_classes} classes | median of {args.iters} after {args.warmup} warm-up")
-    rows = [
-        ("training step", ""),
-        (f"  parallel, fused over {S} resolutions", ms(steps["parallel"])),
-        (f"  {S} single-resolution I-Net steps, sum", ms(inet_sum)),
-        ("  fused / sum", x(steps["parallel"] / inet_sum)),
-        ("  RS-Net (parallel + MRED)", ms(steps["rsnet"])),
-        ("  SAN (meta convs + scale distillation)", ms(steps["san"])),
-        ("  SAN / RS-Net", x(steps["san"] / steps["rsnet"])),
-        ("  reference RS-Net step (plain PyTorch, fp32)", ms(steps["ref_rsnet"])),
-        ("  reference SAN step (plain PyTorch, fp32)", ms(steps["ref_san"])),
-        ("  RS-Net / reference", x(steps["rsnet"] / steps["ref_rsnet"])),
-        ("  SAN / reference", x(steps["san"] / steps["ref_san"])),
-        ("resolution switch at inference", ""),
-        ("  set_route (route + push to every layer)", ms(per_switch)),
-        (f"  SAN materialize at {smallest}", ms(infer["materialize"])),
-        (f"  one RS-Net forward at {smallest}", ms(fwd_small)),
-        ("  set_route / forward", x(per_switch / fwd_small)),
-        ("  materialize / forward", x(infer["materialize"] / fwd_small)),
-        ("SAN inference, generated kernels / materialised plain model", ""),
-    ]
-    for r, tag in ((smallest, "small"), (largest, "large")):
-        gen, mat = infer[f"san fwd {tag}"], infer[f"plain fwd {tag}"]
-        rows.append((f"  at {r} ({1e3 * gen:.3f} ms / {1e3 * mat:.3f} ms)", x(gen / mat)))
-    rows.append((f"peak memory of one step ({memory['rsnet'][2]})", ""))
+    rows = [(f"peak memory of one step ({memory['rsnet'][2]})", "")]
     for name, label in (("rsnet", "RS-Net"), ("san", "SAN")):
         peak, above, _ = memory[name]
         rows.append((f"  {label} peak", mib(peak)))
         if above is not None:
             rows.append((f"  {label} peak above the level before the step", mib(above)))
     if memory["rsnet"][1] and memory["san"][1] is not None:
-        rows.append(("  SAN / RS-Net (above before)", x(memory["san"][1] / memory["rsnet"][1])))
-    width = max(len(label) for label, _ in rows) + 2
-    for label, value in rows:
-        print(f"{label:{width}}{value}")
+        rows.append(("  SAN / RS-Net (above before)", ratio(memory["san"][1] / memory["rsnet"][1])))
+    show(rows)
+
     if args.json:
         above = {k: memory[k][1] if memory[k][1] is not None else memory[k][0] for k in ("rsnet", "san")}
         print(json.dumps({
@@ -336,7 +370,7 @@ def run(args) -> None:
             "peak_mib_rsnet": round(above["rsnet"], 1), "peak_mib_san": round(above["san"], 1),
             "san_over_rsnet_peak": round(above["san"] / max(above["rsnet"], 1e-9), 4),
             "memory_measure": memory["rsnet"][2],
-        }))
+        }), flush=True)
 
 
 def parse_args(argv=None):

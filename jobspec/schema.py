@@ -88,8 +88,10 @@ class SyntheticConfig(Section):
     min_size: Int = 64
     max_size: Int = 128
     seed: Int = 0
-    # Share of objects drawn with invisible-to-faint stripes (hard examples; see orchestrator/synthetic.py).
-    faint_fraction: Annotated[Float, Field(ge=0, le=1)] = 0.0
+    # Share of objects whose colour lies anywhere between their family's and a neighbouring family's:
+    # ambiguous at every resolution, so top-1 tops out near 1 - ambiguous_fraction / 2 (headroom).
+    # Drawn only when > 0, so the images of 0 stay as they were.
+    ambiguous_fraction: Annotated[Float, Field(ge=0, le=1)] = 0.0
 
 
 class DataConfig(Section):

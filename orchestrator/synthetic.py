@@ -36,9 +36,6 @@ HUES = {"red": 0.0, "yellow": 0.16, "green": 0.33, "blue": 0.6, "purple": 0.8}
 # S / 0.875) ~4.6 px at S = 48 (clear), ~3 px at S = 32 (visible), ~2.3 px at S = 24 (faint),
 # ~1.5 px at S = 16 (gone: below the 2-pixel Nyquist limit).
 STRIPE_PERIOD = 1 / 12
-# Stripe depth (1 - dark shade / object colour) of the faint_fraction hard examples: drawn from
-# [0, FAINT_DEPTH); the others get [0.55, 0.8).
-FAINT_DEPTH = 0.3
 
 
 def textures_for(num_classes: int) -> list[float]:
@@ -93,6 +90,21 @@ def _signed_distance(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.n
     raise ValueError(shape)
 
 
+def ambiguous_hue(rng: np.random.Generator, hue: float) -> float:
+    """A hue anywhere between the family's own and a neighbouring family's (around the colour circle).
+
+    The class stays the family the object was drawn for. Half of these objects lie nearer the
+    neighbour, among the neighbour's own ambiguous objects, so no model at any resolution can tell
+    them apart: top-1 tops out near 1 - ambiguous_fraction / 2 everywhere. This leaves headroom at the
+    top resolutions without weakening the stripe cue that separates the resolutions (finer or fainter
+    stripes would, and keep the small multi-resolution models on the colour cue for longer)."""
+    families = sorted(HUES.values())
+    i = families.index(hue)
+    neighbour = families[(i + (1 if rng.random() < 0.5 else -1)) % len(families)]
+    towards = (neighbour - hue + 0.5) % 1.0 - 0.5  # signed, the short way round the circle
+    return (hue + rng.uniform(0, 1) * towards) % 1.0
+
+
 def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: SyntheticConfig) -> np.ndarray:
     """One H x W x 3 uint8 image of class ``label``."""
     textures = textures_for(num_classes)
@@ -124,15 +136,10 @@ def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: Synt
     across = -np.sin(phi) * x + np.cos(phi) * y  # coordinate across the stripes (y for phi = 0)
     stripes = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi / period) * across + np.float32(rng.uniform(0, 2 * np.pi)))
     # Object colour: the class's hue (+-0.03), saturated; the second stripe colour is a darker shade.
+    if cfg.ambiguous_fraction > 0 and rng.random() < cfg.ambiguous_fraction:
+        hue = ambiguous_hue(rng, hue)
     fg = _hsv_to_rgb((hue + rng.uniform(-0.03, 0.03)) % 1.0, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
-    depth = rng.uniform(0.55, 0.8)
-    if cfg.faint_fraction > 0 and rng.random() < cfg.faint_fraction:
-        # A hard example: stripes from invisible to faint. The fainter they are, the higher the
-        # resolution needed to see them, so accuracy has headroom at every resolution and falls off
-        # gradually as resolution drops, as on real data (drawn only when asked for, so the images of
-        # faint_fraction = 0 stay as they were).
-        depth = rng.uniform(0.0, FAINT_DEPTH)
-    fg_alt = fg * np.float32(1 - depth)
+    fg_alt = fg * np.float32(1 - rng.uniform(0.55, 0.8))
 
     # pixel = (1 - coverage) * (bg + ramp) + coverage * (fg + stripes * (fg_alt - fg)) + noise
     noise = rng.random((h, w), dtype=np.float32) * np.float32(0.1) - np.float32(0.05)  # std 0.03

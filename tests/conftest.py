@@ -14,6 +14,23 @@ import pytest
 from jobspec import JobConfig
 
 
+# ---------------------------------------------------------------- tests that need a GPU
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where torch sees a CUDA device; elsewhere they are skipped with the
+    reason. torch is imported only when such a test was collected (it costs seconds)."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_tests:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is false)")
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
 # ---------------------------------------------------------------- tiny training jobs (CPU, seconds)
 
 

@@ -18,7 +18,7 @@ from orchestrator.data import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, D
                                build_calibration_images, build_calibration_loader, build_loader, build_train_dataset,
                                build_val_dataset, resolve_data_root, set_epoch)
 from jobspec import DataConfig, SyntheticConfig
-from orchestrator.synthetic import (MARKER, class_names, default_synthetic_root,
+from orchestrator.synthetic import (HUES, MARKER, ambiguous_hue, class_names, default_synthetic_root, draw_image,
                                     write_synthetic_imagefolder)
 
 BILINEAR = F.InterpolationMode.BILINEAR
@@ -213,6 +213,53 @@ def separation(root: Path, side: int | None) -> float:
 def test_synthetic_texture_needs_resolution(synthetic_root):
     assert separation(synthetic_root, None) > 4  # full size: textures are obvious
     assert separation(synthetic_root, 12) < 0.5  # 12 px: the two textures of a shape look alike
+
+
+def object_hue(img: np.ndarray) -> float:
+    """The hue (0-1) of the most saturated pixels: the object's, not the greyish background's."""
+    import colorsys
+    rgb = img.reshape(-1, 3).astype(np.float64) / 255
+    saturation = rgb.max(1) - rgb.min(1)
+    r, g, b = rgb[saturation >= np.quantile(saturation, 0.9)].mean(0)
+    return colorsys.rgb_to_hsv(r, g, b)[0]
+
+
+def circular_gap(a: float, b: float) -> float:
+    return abs((a - b + 0.5) % 1.0 - 0.5)
+
+
+def test_ambiguous_objects_take_colours_between_two_families():
+    families = sorted(HUES.values())
+    nearest = lambda h: min(families, key=lambda f: circular_gap(h, f))  # noqa: E731
+    plain, ambiguous = SyntheticConfig(min_size=48, max_size=48), SyntheticConfig(min_size=48, max_size=48,
+                                                                                  ambiguous_fraction=1.0)
+    wrong_family = {"plain": 0, "ambiguous": 0}
+    n = 200
+    for i in range(n):
+        label = i % 10
+        own = list(HUES.values())[label // 2]
+        for name, cfg in (("plain", plain), ("ambiguous", ambiguous)):
+            hue = object_hue(draw_image(np.random.default_rng([7, i]), label, 10, cfg))
+            wrong_family[name] += nearest(hue) != own
+    # Plain objects sit on their family's hue; about half of the ambiguous ones (hue uniform on the
+    # way to a neighbour) lie nearer the neighbour: what caps top-1 near 1 - fraction / 2.
+    assert wrong_family["plain"] == 0
+    assert 0.35 * n < wrong_family["ambiguous"] < 0.65 * n
+
+
+def test_ambiguous_hue_stays_on_the_short_arc_to_a_neighbour():
+    rng = np.random.default_rng(0)
+    families = sorted(HUES.values())
+    for i, own in enumerate(families):
+        left, right = families[i - 1], families[(i + 1) % len(families)]
+        sides = set()
+        for _ in range(200):
+            hue = ambiguous_hue(rng, own)
+            to_left = circular_gap(hue, own) + circular_gap(hue, left) - circular_gap(own, left)
+            to_right = circular_gap(hue, own) + circular_gap(hue, right) - circular_gap(own, right)
+            assert min(to_left, to_right) < 1e-9, (own, hue)  # on one of the two arcs
+            sides.add("left" if to_left < 1e-9 else "right")
+        assert sides == {"left", "right"}  # red (0.0) also goes round to purple (0.8)
 
 
 def test_default_synthetic_root(monkeypatch, tmp_path):

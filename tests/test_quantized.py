@@ -126,6 +126,22 @@ def test_activation_basis_update_is_the_least_squares_solution_blended_with_0_9(
     assert np.allclose(aq.basis[0].double().numpy(), 0.9 * old + 0.1 * ls, rtol=1e-5, atol=1e-6)
 
 
+def test_basis_fits_stay_float32_under_bf16_autocast():
+    # The quantizers' least-squares fits and levels are float32 maths even inside a bf16 training
+    # step: the same batch moves the basis exactly as it does without autocast.
+    torch.manual_seed(3)
+    x = F.relu(torch.randn(4, 3, 6, 6))
+    moved = []
+    for precision in (None, torch.bfloat16):
+        aq = ActivationQuantizer(2, num_slots=1)
+        aq.set_route(route())
+        aq.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision is not None):
+            aq(x)
+        moved.append(aq.basis[0].clone())
+    assert torch.allclose(moved[0], moved[1], rtol=1e-6, atol=1e-7)
+
+
 def test_activation_basis_does_not_move_in_eval_or_without_grad():
     aq = ActivationQuantizer(2, num_slots=1)
     aq.set_route(route())
