@@ -5,7 +5,8 @@ texture of one orientation (clear at 48-64 px, faint at 32, gone at 16-24); the 
 size, position and rotation are random nuisances. A classifier that sees few pixels can tell the
 colour families apart but not the textures, so low resolutions top out near 1 / (number of
 textures) of the accuracy that high resolutions reach: the effect the train x test resolution
-matrix measures.
+matrix measures. With ``ambiguous_fraction`` > 0, that share of objects takes a colour between two
+families: hard examples at every resolution, so that top-1 has headroom even at the top.
 
 Written once as an ImageFolder in ImageNet layout (``root/train/<class>/*.png``, ``root/val/...``),
 atomically, so several processes (Ray workers, parallel trials) may ask for the same root at once.
@@ -95,9 +96,8 @@ def ambiguous_hue(rng: np.random.Generator, hue: float) -> float:
 
     The class stays the family the object was drawn for. Half of these objects lie nearer the
     neighbour, among the neighbour's own ambiguous objects, so no model at any resolution can tell
-    them apart: top-1 tops out near 1 - ambiguous_fraction / 2 everywhere. This leaves headroom at the
-    top resolutions without weakening the stripe cue that separates the resolutions (finer or fainter
-    stripes would, and keep the small multi-resolution models on the colour cue for longer)."""
+    them apart: top-1 tops out near 1 - ambiguous_fraction / 2 everywhere, which leaves headroom at the
+    top resolutions while the stripe cue that separates the resolutions stays as it is."""
     families = sorted(HUES.values())
     i = families.index(hue)
     neighbour = families[(i + (1 if rng.random() < 0.5 else -1)) % len(families)]

@@ -58,6 +58,17 @@ def cpu_float_path(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255 - mean) / std
 
 
+def step_recording_conv_dtypes(state, cfg, runtime):
+    """One train_step on a loader batch: its LossOutput and the dtype of every conv output it made."""
+    xs, labels = to_device(*loader_batch(cfg), cfg, runtime.device)
+    dtypes, handles = record_conv_dtypes(state.net)
+    try:
+        return train_step(state, xs, labels, cfg, runtime, epoch=0, step=0), dtypes
+    finally:
+        for h in handles:
+            h.remove()
+
+
 # ---------------------------------------------------------------- train.precision on CPU
 
 
@@ -66,13 +77,7 @@ def test_precision_on_cpu_sets_the_conv_dtype_and_keeps_float32_weights(tiny_job
     cfg = tiny_job(**{"method.name": "rsnet", "train.precision": precision, "data.resolutions": [24, 16]})
     state, runtime = trainer_state(cfg, "cpu")
     before = {n: p.detach().clone() for n, p in state.net.named_parameters()}
-    xs, labels = to_device(*loader_batch(cfg), cfg, runtime.device)
-    dtypes, handles = record_conv_dtypes(state.net)
-    try:
-        out = train_step(state, xs, labels, cfg, runtime, epoch=0, step=0)
-    finally:
-        for h in handles:
-            h.remove()
+    out, dtypes = step_recording_conv_dtypes(state, cfg, runtime)
     assert dtypes and set(dtypes) == {activations}  # every conv of every resolution ran in that dtype
     assert math.isfinite(out.total.item())
     params = dict(state.net.named_parameters())
@@ -98,13 +103,7 @@ def test_bf16_autocast_is_the_loops_context_on_cpu(tiny_job):
 def test_rsnet_step_on_cuda_in_bf16_channels_last(tiny_job):
     cfg = tiny_job(**{"method.name": "rsnet", "train.precision": "bf16", "train.channels_last": True})
     state, runtime = trainer_state(cfg, "cuda")
-    xs, labels = to_device(*loader_batch(cfg), cfg, runtime.device)
-    dtypes, handles = record_conv_dtypes(state.net)
-    try:
-        out = train_step(state, xs, labels, cfg, runtime, epoch=0, step=0)
-    finally:
-        for h in handles:
-            h.remove()
+    out, dtypes = step_recording_conv_dtypes(state, cfg, runtime)
     assert set(dtypes) == {torch.bfloat16}
     assert math.isfinite(out.total.item())
     for name, p in state.net.named_parameters():
