@@ -23,7 +23,7 @@ from typing import Callable
 import torch.nn as nn
 
 from .quantized import ActivationSite
-from .resnet import small_input_stem
+from .resnet import small_input_stem, torchvision_resnet_init
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -91,12 +91,7 @@ class PreActResNet(nn.Module):
         self.final = nn.Sequential(norm_layer(in_ch), nn.ReLU(inplace=True))  # the reference's last "bn-last"
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
-        for m in self.modules():  # torchvision ResNet's init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        torchvision_resnet_init(self)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

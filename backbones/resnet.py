@@ -26,6 +26,16 @@ def build_resnet50(num_classes: int, norm_layer: Callable, small_input: bool = F
     return small_input_stem(model) if small_input else model
 
 
+def torchvision_resnet_init(model: nn.Module) -> None:
+    """torchvision ResNet's init: Kaiming-normal (fan-out) convs, BN weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+
+
 class TinyResNet(nn.Module):
     """ResNet-8 for 16-64 px data: 3x3 stem, three stages of one torchvision BasicBlock (w, 2w, 4w).
 
@@ -49,12 +59,7 @@ class TinyResNet(nn.Module):
         self.layers = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
-        for m in self.modules():  # torchvision ResNet's init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        torchvision_resnet_init(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, BasicBlock):

@@ -76,7 +76,7 @@ def message_from(error: ValidationError, model: type[BaseModel], tree: Mapping, 
         choices = ", ".join(map(str, typing.get_args(annotation)))
         return f"{key}: expected one of {choices}, got {show(value)}"
     bound = problem.get("ctx") or {}
-    for name, word in (("gt", ">"), ("ge", ">=")):
+    for name, word in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
         if name in bound:
             return f"{key} must be {word} {bound[name]}, got {show(value)}"
     got = "null" if value is None else f"{show(value)} ({type(value).__name__})"

@@ -17,7 +17,7 @@ from orchestrator.data import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, D
                                MultiResolutionEvalTransform, MultiResolutionTrainTransform,
                                build_calibration_images, build_calibration_loader, build_loader, build_train_dataset,
                                build_val_dataset, resolve_data_root, set_epoch)
-from jobspec import DataConfig, SyntheticConfig
+from jobspec import ConfigError, DataConfig, JobConfig, SyntheticConfig
 from orchestrator.synthetic import (HUES, MARKER, ambiguous_hue, class_names, default_synthetic_root, draw_image,
                                     write_synthetic_imagefolder)
 
@@ -245,6 +245,12 @@ def test_ambiguous_objects_take_colours_between_two_families():
     # way to a neighbour) lie nearer the neighbour: what caps top-1 near 1 - fraction / 2.
     assert wrong_family["plain"] == 0
     assert 0.35 * n < wrong_family["ambiguous"] < 0.65 * n
+
+
+@pytest.mark.parametrize("value, bound", [(1.5, "<= 1"), (-0.1, ">= 0")])
+def test_ambiguous_fraction_outside_0_to_1_is_a_config_error_naming_the_bound(value, bound):
+    with pytest.raises(ConfigError, match=rf"data\.synthetic\.ambiguous_fraction must be {bound}, got {value}"):
+        JobConfig.parse({"data": {"synthetic": {"ambiguous_fraction": value}}})
 
 
 def test_ambiguous_hue_stays_on_the_short_arc_to_a_neighbour():

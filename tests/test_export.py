@@ -212,7 +212,7 @@ def test_mobilenet_v2_import_export_round_trip(tmp_path, paper, resolutions):
     imported = import_reference(paper, tmp_path / "ref.pth", "mobilenet_v2", list(resolutions), 10)
     features = imported.net.backbone.features
     if paper == "san":  # an expanding block's depthwise conv is its fc2
-        assert torch.equal(features[2].conv[1][0].scale.flatten(), torch.load(tmp_path / "ref.pth")["state_dict"]
+        assert torch.equal(features[2].conv[1][0].scale.flatten(), torch.load(tmp_path / "ref.pth", weights_only=True)["state_dict"]
                            ["features.2.fc2.weight"].flatten())
     loaded = load_model(save_model_file(tmp_path / "m.pt", imported.config, imported.net, 10, {}))
     _logits_agree(loaded, tmp_path / "r.pt", RouteChoice(resolutions[-1]))
