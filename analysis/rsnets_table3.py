@@ -17,9 +17,10 @@ import pandas as pd
 from analysis import plots
 from analysis.model_size import describe_run, madds_text
 from analysis.report import FIXED_MODE
+from analysis.rsnets_tables import top1_top5_cell
 from analysis.runs import backbones, inet_resolutions, inet_row, match, seed_groups, training_resolutions
 from analysis.table_builder import RSNET, Context, Model, Points, finish_table, first_run, new_table, resolution_label
-from analysis.table_model import MISSING, Cell, Panel, Stat, Table, missing_cell
+from analysis.table_model import MISSING, Cell, Panel, Table
 from backbones.catalog import FULL_PRECISION
 
 PREACT = "preact_"
@@ -82,14 +83,6 @@ def quantized_rsnet(ctx: Context, backbone: str, bits: tuple[int, int]) -> pd.Da
     return ctx.pick(model, backbone, what=f"{setting_label(bits)} RS-Net")
 
 
-def _cell(ctx: Context, group, r: int, base: Stat | None = None, base_group=None) -> Cell:
-    top1, top5 = ctx.stat(group, FIXED_MODE, r, r), ctx.stat(group, FIXED_MODE, r, r, "top5")
-    if top1 is None:
-        return missing_cell()
-    gain = ctx.gain_text(top1, base, group, (FIXED_MODE, r, r), base_group, (FIXED_MODE, r, r)) if base else ""
-    return Cell(f"{top1.text(ctx.digits)} / {ctx.text(top5)}{gain}")
-
-
 def rsnets_table3(runs, commands=(), digits=1, *, predictions=None, ci=None) -> Table:
     """``predictions`` and ``ci``: as ``rsnets_table2`` (intervals on the gains with --ci)."""
     table, ctx = new_table("rsnets_table3", "RS-Nets Table 3: quantized I-Nets vs quantized RS-Net (LQ-Nets), "
@@ -121,7 +114,8 @@ def table3_panel(ctx: Context, net: str) -> Panel | None:
         for _, _, inets, rsnet in models:
             base_group = inet_row(inets, r)
             base = ctx.stat(base_group, FIXED_MODE, r, r)
-            cells += [_cell(ctx, base_group, r), _cell(ctx, rsnet, r, base, base_group)]
+            cells += [top1_top5_cell(ctx, base_group, r, None),
+                      top1_top5_cell(ctx, rsnet, r, base, base_group=base_group)]
         rows.append(cells)
     rows += _storage_rows(ctx, models, train)
     header = ["Resolution", "MAdds"] + [f"{label} {what}" for label, *_ in models

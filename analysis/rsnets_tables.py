@@ -17,7 +17,7 @@ from analysis.table_builder import (PARALLEL, PARALLEL_SHARED_BN, RSNET, SAN, Co
 from analysis.table_model import Cell, Panel, Stat, Table, format_signed, missing_cell
 
 
-def _top1_top5(ctx: Context, group, r: int, base: Stat | None, show_gain: bool = True, base_group=None,
+def top1_top5_cell(ctx: Context, group, r: int, base: Stat | None, show_gain: bool = True, base_group=None,
                top5: bool = True) -> Cell:
     """Top-1 / top-5 at r (top-1 alone without ``top5``), and the top-1 gain over ``base`` (the I-Net at
     r, whose seeds are ``base_group``)."""
@@ -59,9 +59,9 @@ def table2_panel(ctx: Context, backbone: str, with_san: bool = False, top5: bool
         if base_group is None:
             ctx.notes.missing(f"I-Nets {backbone} r={r}" if inets is not None else f"I-Nets {backbone}")
         cells = [Cell(resolution_label(r)), Cell(madds_text(madds, r)),
-                 _top1_top5(ctx, base_group, r, None, top5=top5),
+                 top1_top5_cell(ctx, base_group, r, None, top5=top5),
                  _i_max_cell(ctx, i_max, largest, r, base, base_group, top5)]
-        cells += [_top1_top5(ctx, group, r, base, base_group=base_group, top5=top5) for _, group in models]
+        cells += [top1_top5_cell(ctx, group, r, base, base_group=base_group, top5=top5) for _, group in models]
         rows.append(cells)
     for model, group in models:
         if group is None:

@@ -46,9 +46,8 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from analysis.matrix import evaluate_matrix, matrix_cells  # noqa: E402
-from backbones.catalog import BACKBONES  # noqa: E402
 from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from jobspec import DataConfig, JobConfig, ModelConfig, SyntheticConfig  # noqa: E402
+from jobspec import DataConfig, JobConfig, SyntheticConfig  # noqa: E402
 from orchestrator.data import build_loader, build_train_dataset, build_val_dataset  # noqa: E402
 from orchestrator.loop import autocast_for, calibration_batches_for, to_device  # noqa: E402
 from step_time import Trainer, job, median_times, sync  # noqa: E402
@@ -104,13 +103,11 @@ def method_configs(args) -> dict[str, JobConfig]:
     res = args.resolutions
     cfgs = {"individual": job(args, "individual", res[:1]), "parallel": job(args, "parallel", res),
             "rsnet": job(args, "rsnet", res), "san": job(args, "san", res)}
-    twin = f"preact_{args.backbone}"
-    if "weight_bits" in ModelConfig.model_fields and twin in BACKBONES:
-        cfg = job(args, "rsnet", res)  # W2/A2 as in RS-Nets Table 3: activations need the pre-activation twin
-        cfg.model.backbone, cfg.model.weight_bits, cfg.model.act_bits = twin, 2, 2
-        cfgs["rsnet W2/A2"] = cfg
-    for cfg in cfgs.values():
-        cfg.train.precision, cfg.train.channels_last = "bf16", True
+    cfg = job(args, "rsnet", res)  # W2/A2 as in RS-Nets Table 3: activations need the pre-activation twin
+    cfg.model.backbone, cfg.model.weight_bits, cfg.model.act_bits = f"preact_{args.backbone}", 2, 2
+    cfgs["rsnet W2/A2"] = cfg
+    for cfg in cfgs.values():  # job() already takes bf16 from args.precision; channels_last it sets on CUDA only
+        cfg.train.channels_last = True
         cfg.validate()
     return cfgs
 

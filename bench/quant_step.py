@@ -15,79 +15,24 @@ search and a least-squares update over the whole activation tensor.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # step_time's helpers, and the project when it is not installed
 
-import torch
-import torch.nn.functional as F
+import torch  # noqa: E402
 
-from jobspec import JobConfig
-from methods import build_method
-from orchestrator.loop import (LocalRuntime, TrainState, build_grad_scaler, build_optimizer, build_scheduler,
-                               train_step)
+from jobspec import JobConfig  # noqa: E402
+from step_time import Trainer, job, make_batch, median_times  # noqa: E402
 
 
 def config(args, backbone: str, weight_bits: int, act_bits: int) -> JobConfig:
-    cuda = args.device.type == "cuda"
-    return JobConfig.parse({
-        "model": {"backbone": backbone, "small_input": args.small_input, "weight_bits": weight_bits,
-                  "act_bits": act_bits, "width": args.width},
-        "method": {"name": "rsnet"}, "data": {"resolutions": args.resolutions},
-        # A small lr: one batch is repeated, and the loop's divergence check is part of the step.
-        "train": {"lr": 1e-3, "epochs": 1, "precision": "bf16" if cuda else "fp32", "channels_last": cuda},
-    }).validate()
-
-
-class Trainer:
-    """An RS-Net with its SGD, schedule and grad scaler, built as the training loop builds them."""
-
-    def __init__(self, cfg: JobConfig, args):
-        self.cfg, self.steps = cfg, 0
-        self.runtime = LocalRuntime(device=str(args.device), log=lambda _: None)
-        method = build_method(cfg.method, cfg.model, cfg.data.resolutions)
-        net = method.build(args.num_classes).to(args.device)
-        if cfg.train.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(cfg, method, net)
-        self.state = TrainState(net=net, model=net, method=method, optimizer=optimizer,
-                                scheduler=build_scheduler(optimizer, cfg, args.warmup + args.iters),
-                                scaler=build_grad_scaler(cfg, args.device))
-
-    def step(self, xs, labels) -> None:
-        train_step(self.state, xs, labels, self.cfg, self.runtime, epoch=0, step=self.steps)
-        self.steps += 1
-
-
-def batch(args):
-    g = torch.Generator().manual_seed(0)
-    big = torch.randn(args.batch_size, 3, max(args.resolutions), max(args.resolutions), generator=g)
-    fmt = torch.channels_last if args.device.type == "cuda" else torch.contiguous_format
-    xs = [F.interpolate(big, size=(r, r), mode="bilinear", antialias=True).to(args.device).contiguous(memory_format=fmt)
-          for r in args.resolutions]
-    return xs, torch.randint(0, args.num_classes, (args.batch_size,), generator=g).to(args.device)
-
-
-def median_step_times(trainers: dict[str, Trainer], xs, labels, args) -> dict[str, float]:
-    def sync():
-        if args.device.type == "cuda":
-            torch.cuda.synchronize(args.device)
-    for _ in range(args.warmup):
-        for t in trainers.values():
-            t.step(xs, labels)
-    times = {name: [] for name in trainers}
-    for _ in range(args.iters):
-        for name, t in trainers.items():
-            sync()
-            t0 = time.perf_counter()
-            t.step(xs, labels)
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}
+    """step_time's RS-Net job (the loop's setup, a small lr, the device's precision) on ``backbone``."""
+    cfg = job(args, "rsnet", args.resolutions)
+    cfg.model.backbone, cfg.model.weight_bits, cfg.model.act_bits = backbone, weight_bits, act_bits
+    cfg.model.width = args.width
+    return cfg.validate()
 
 
 def main(argv=None) -> int:
@@ -103,14 +48,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as a 1-CPU job)")
     p.add_argument("--device", type=torch.device, default=torch.device("cpu"))
     args = p.parse_args(argv)
+    args.precision = "bf16" if args.device.type == "cuda" else "fp32"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     preact = f"preact_{args.backbone}"
     variants = {"fp32 " + args.backbone: (args.backbone, 32, 32), "W2/A32 " + args.backbone: (args.backbone, 2, 32),
                 "fp32 " + preact: (preact, 32, 32), "W2/A2 " + preact: (preact, 2, 2)}
     trainers = {name: Trainer(config(args, *v), args) for name, v in variants.items()}
-    xs, labels = batch(args)
-    times = median_step_times(trainers, xs, labels, args)
+    xs, labels = make_batch(args)
+    times = median_times({name: (lambda t=t: t.step(xs, labels)) for name, t in trainers.items()}, args)
     print(f"RS-Net training step, {args.device}, batch {args.batch_size} at {args.resolutions}, "
           f"median of {args.iters} (threads={args.threads}):")
     names = list(times)
