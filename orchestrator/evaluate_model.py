@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from jobspec import JobConfig, flatten, nest, param_value, parse_overrides, resolve_tracking_uri
+from jobspec.tree import deep_merge
 from orchestrator.model_file import load_model
 from orchestrator.model_source import MODEL_FILE_TAG
 
@@ -38,16 +39,7 @@ def evaluation_config(config: JobConfig, data_root: str | None, overrides: list[
     changes = dict(parse_overrides(overrides))
     if data_root is not None:
         changes.update({"data.dataset": "imagefolder", "data.root": data_root})
-    return JobConfig.parse(_merge(tree, nest(changes)))
-
-
-def _merge(tree: dict, changes: dict) -> dict:
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            _merge(tree[key], value)
-        else:
-            tree[key] = value
-    return tree
+    return JobConfig.parse(deep_merge(tree, nest(changes)))
 
 
 def evaluate_model(model_path: Path, data_root: str | None, overrides: list[str], tracking_uri: str | None,
@@ -61,7 +53,7 @@ def evaluate_model(model_path: Path, data_root: str | None, overrides: list[str]
     from backbones.complexity import count_madds
     from orchestrator.job import cpu_threads, evaluate_job
     from orchestrator.loop import LocalRuntime, TrainedJob
-    from orchestrator.mlflow_sink import check_tracking
+    from orchestrator.mlflow_sink import artifact_location, check_tracking
     from orchestrator.tracking import store_creation_lock
 
     model_path = Path(model_path).resolve()
@@ -78,7 +70,8 @@ def evaluate_model(model_path: Path, data_root: str | None, overrides: list[str]
     with store_creation_lock(uri):
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(suite)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(suite)
+        experiment_id = experiment.experiment_id if experiment else \
+            client.create_experiment(suite, artifact_location=artifact_location(uri))
     digest = file_digest(model_path)
     tags = {"resolab.kind": "job", "resolab.suite": suite, "resolab.job": model_path.stem,
             "resolab.group": model_path.stem, "resolab.method": cfg.method.name,

@@ -26,11 +26,12 @@ import torch
 import torch.nn as nn
 
 from backbones import materialize
+from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from orchestrator.model_file import LoadedModel, ModelFileError, atomic_write, current_umask
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4
-NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "scale": "pixels / 255, then (x - mean) / std"}
+NORMALISATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "pixels / 255, then (x - mean) / std"}
 INDEX_NAME = "index.json"
 
 

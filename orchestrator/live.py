@@ -109,12 +109,12 @@ class LiveView(Callback):
             p = self.progress.get(name, {})
             if state == "running" and "epoch" in p:
                 parts.append(f"{name} e{p['epoch'] + 1}/{self.epochs[name]} {p['img_per_s']:.0f} img/s")
-        eta = self.eta(counts)
+        eta = self.eta()
         if eta is not None:
             parts.append(f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
         return " | ".join(parts)
 
-    def eta(self, counts=None, now: float | None = None) -> float | None:
+    def eta(self, now: float | None = None) -> float | None:
         """Seconds until the last job ends. A running job needs its remaining epochs at its measured wall
         time per epoch, plus its final evaluation (scaled from finished jobs), minus the time since its
         last epoch; a pending job needs its cost at the seconds per unit of cost of finished jobs (of
@@ -136,7 +136,7 @@ class LiveView(Callback):
             else:  # started, no epoch yet: the whole job at the measured rate, minus its time so far
                 left = rate * self.costs[n] - (now - p.get("started", now))
             busy.append(max(0.0, left))
-        slots = sorted(busy + [0.0] * max(0, self.slots - len(busy)))[: max(self.slots, len(busy))]
+        slots = sorted(busy + [0.0] * max(0, self.slots - len(busy)))
         for cost in sorted((self.costs[n] for n, s in self.state.items() if s == "pending"), reverse=True):
             slots[0] += cost * rate
             slots.sort()

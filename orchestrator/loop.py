@@ -217,11 +217,9 @@ class DivergenceWatch:
             window = f"steps {first + 1}-{step + 1}" if step > first else f"step {first + 1}"
             value = float(state["total"])
             if bad_here:
-                where = f"step {int(state['step']) + 1} (checked every {self.every} steps over {window}): " \
-                    if self.every > 1 else ""
+                where = f"step {int(state['step']) + 1} (checked every {self.every} steps over {window}): "
                 terms = {k: v for k, v in state.items() if k not in ("step", "total")}
-                raise _diverged(epoch, window if self.every == 1 else f"in {window}", value, terms,
-                                where, self.cfg)
+                raise _diverged(epoch, f"in {window}", value, terms, where, self.cfg)
             raise _diverged(epoch, f"in {window}", value, {}, f"on another rank (rank {runtime.rank} "
                             "was finite); ", self.cfg)
 
@@ -271,7 +269,7 @@ def train_epoch(state: TrainState, loader, cfg: JobConfig, runtime: Runtime, epo
     # Loss terms are summed on the device and read once per epoch: no host sync per step.
     sums: dict[str, torch.Tensor] = {}
     images, t0 = 0, time.perf_counter()
-    last_step = min(steps_per_epoch, len(loader)) - 1
+    last_step = steps_per_epoch - 1  # train() caps steps_per_epoch at len(loader)
     for step, (xs, labels) in enumerate(loader):
         if step >= steps_per_epoch:
             break

@@ -68,12 +68,12 @@ def _from_run(run_id: str, tracking_uri: str | None, storage: str | None) -> Sou
     else:
         # The run's own checkpoint lookup (tag, else --storage), without listing the whole store.
         dirs = ModelStore.candidate_dirs(_Storage(storage or default_storage()), run)
-        found = [d for d in dirs if ckpt.final_checkpoint(d) is not None]
-        if not found:
+        found = next((d for d in dirs if ckpt.final_checkpoint(d) is not None), None)
+        if found is None:
             places = ", ".join(str(d) for d in dirs) or "nowhere recorded"
             raise ModelFileError(f"run {run_id} finished, but no final checkpoint is left at {places}; pass the "
                                  "--storage it ran with")
-        model = load_model(found[0] / ckpt.CHECKPOINT_FILE, source)
+        model = load_model(found / ckpt.CHECKPOINT_FILE, source)
     try:
         matrix = read_matrix(client, run_id)
     except (MlflowException, OSError):
