@@ -154,6 +154,14 @@ class _ConvGeometry(nn.Module):
                 f"padding={self.padding}, groups={self.groups}")
 
 
+@dataclass(frozen=True)
+class _KernelRecipe:
+    """What a meta conv saves for its backward instead of the generated kernel (see MetaConv2d)."""
+    eps: float
+    dtype: torch.dtype
+    versions: tuple[int, ...]
+
+
 class MetaConv2d(Switchable, _ConvGeometry):
     """A conv whose kernel a per-layer meta network generates from the scale encoding (SAN §3.1).
 
@@ -163,7 +171,8 @@ class MetaConv2d(Switchable, _ConvGeometry):
     at step 0 every resolution sees a normally initialised kernel (the reference code's U(-1, 1) init
     of the meta layers gives kernels far off the usual scale). The MLP's hidden units start alive at
     every training eps (``_place_kinks_``); ``eps_min`` is the smallest training resolution's eps.
-    The kernel is generated once per forward call, i.e. once per step per resolution, never per sample.
+    The kernel is generated once per forward call, i.e. once per step per resolution, never per sample,
+    and once more in the backward instead of being kept (``_conv_regenerating_kernel``).
     """
 
     def __init__(self, conv: nn.Conv2d, hidden: int = 0, eps_min: float = scale_encoding(96)):
@@ -180,13 +189,58 @@ class MetaConv2d(Switchable, _ConvGeometry):
 
     def generate(self, eps: float) -> torch.Tensor:
         if self.hidden == 0:
-            return self.base + eps * self.scale
-        e = torch.tensor([[eps]], dtype=self.base.dtype, device=self.base.device)
-        h = F.relu(self.hidden_layer(e))  # (1, hidden)
-        return self.base + (self.out @ h.t()).view(self.weight_shape)
+            return torch.add(self.base, self.scale, alpha=eps)  # one kernel, no eps * scale temporary
+        # The MLP runs in float32 under autocast too: its output is a weight (autocast casts it for the
+        # conv), and the backward generates it again outside autocast, which must give the same kernel.
+        with torch.autocast(self.base.device.type, enabled=False):
+            e = torch.tensor([[eps]], dtype=self.base.dtype, device=self.base.device)
+            h = F.relu(self.hidden_layer(e))  # (1, hidden)
+            return self.base + (self.out @ h.t()).view(self.weight_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, self.generate(self.route().eps), self.bias)
+        eps = self.route().eps
+        kernel = self.generate(eps)
+        if not (torch.is_grad_enabled() and kernel.requires_grad) or torch.compiler.is_compiling():
+            # Inference keeps nothing for backward; under torch.compile the partitioner already
+            # recomputes cheap ops like this one instead of saving them.
+            return self.conv(x, kernel, self.bias)
+        return self._conv_regenerating_kernel(x, kernel, eps)
+
+    def _conv_regenerating_kernel(self, x: torch.Tensor, kernel: torch.Tensor, eps: float) -> torch.Tensor:
+        """The conv, with the generated kernel freed after the forward and generated again in backward.
+
+        Autograd saves a conv's weight for the backward. Here that is a kernel generated for this
+        resolution, so a training step would keep one whole set of kernels per training resolution
+        alive from the forward to the backward: 5 x 45 MB for a five-resolution ResNet-18, which made
+        the SAN step need about 1.4x the RS-Net step's memory. Generating a kernel again costs one
+        elementwise add, small next to the conv's own backward. The kernel depends only on the meta
+        net's parameters and eps; an in-place change of those parameters between forward and
+        backward is an error, as autograd's own version check would make it.
+        """
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Cast here, as autocast would inside the conv, so that the tensor the conv saves is this one.
+            kernel = kernel.to(torch.get_autocast_dtype(device_type))
+        kernel_id, versions = id(kernel), self._parameter_versions()
+
+        # The hooks hold the kernel's id, never the kernel: a reference would keep it alive.
+        def pack(t: torch.Tensor):
+            return _KernelRecipe(eps, t.dtype, versions) if id(t) == kernel_id else t
+
+        def unpack(saved):
+            if not isinstance(saved, _KernelRecipe):
+                return saved
+            if self._parameter_versions() != saved.versions:
+                raise RuntimeError("a SAN meta conv's parameters were modified in place between the forward "
+                                   "and the backward; call backward before the optimiser step")
+            with torch.no_grad():
+                return self.generate(saved.eps).to(saved.dtype)
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            return self.conv(x, kernel, self.bias)
+
+    def _parameter_versions(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.parameters())
 
     def materialize(self, eps: float) -> nn.Conv2d:
         with torch.no_grad():
