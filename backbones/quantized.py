@@ -151,8 +151,33 @@ class QuantizedConv2d(nn.Conv2d):
         return q.reshape(self.weight.shape).to(self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.straight_through_weight(), self.bias)
+
+    def straight_through_weight(self) -> torch.Tensor:
+        """The quantized weight, with the straight-through gradient to the full-precision one (dL/dw = dL/dq).
+
+        Kept while the weight and the basis stay as they are (their version counters and storage), so
+        that a training step's S resolutions, which follow the step's one refit, share one quantization,
+        and their convs save one weight tensor for the backward instead of S; evaluation batches share
+        it too. The optimiser step, a refit or a load changes a version and the next call quantizes anew.
+        """
         w = self.weight
-        return self._conv_forward(x, w + (self.quantized_weight() - w).detach(), self.bias)  # STE: dL/dw = dL/dq
+        if torch.compiler.is_compiling():  # no Python-side state inside a compiled graph
+            return w + (self.quantized_weight() - w).detach()
+        key = (w._version, w.data_ptr(), w.dtype, self.basis._version, self.basis.data_ptr(),
+               torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        if self._weight_cache is None or self._weight_cache[0] != key:
+            q = self.quantized_weight()
+            self._weight_cache = (key, w + (q - w).detach() if torch.is_grad_enabled() else q)
+        return self._weight_cache[1]
+
+    _weight_cache: tuple | None = None
+
+    def __getstate__(self):
+        # The cached weight may belong to an autograd graph, which deepcopy (materialize) and pickle refuse.
+        state = self.__dict__.copy()
+        state.pop("_weight_cache", None)
+        return state
 
     def materialize(self) -> nn.Conv2d:
         """A plain conv holding the quantized weight (what an exported model stores)."""

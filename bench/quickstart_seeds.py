@@ -4,8 +4,10 @@ qualitative findings hold in the mean.
     python bench/quickstart_seeds.py                 # seeds 0 1 2: runs the suite, then reports
     python bench/quickstart_seeds.py --report-only   # report the runs already in the store
     python bench/quickstart_seeds.py --json          # the last line is one JSON object
+    RESOLAB_HOME=/tmp/try python bench/quickstart_seeds.py --config my_quickstart.yaml
+                                                     # a candidate quickstart, in a store of its own
 
-It runs ``experiments/quickstart.yaml``'s job as its own suite (``quickstart_seeds``), crossed with
+It runs ``experiments/quickstart.yaml``'s job (or ``--config``'s) as its own suite (``quickstart_seeds``), crossed with
 ``train.seed``, plus a parallel model with shared BN for the BN finding; finished jobs are reused as in
 any suite, so a rerun only reports. The findings checked, on the means over seeds:
   - each I-Net falls off away from its training resolution, below it and above it (reported apart);
@@ -42,8 +44,11 @@ MODELS = {  # row label -> the case that trains it
 HEADROOM = 99.5
 
 
-def write_suite(folder: Path, seeds: list[int]) -> Path:
-    quickstart = yaml.safe_load((REPO / "experiments" / "quickstart.yaml").read_text())
+QUICKSTART = REPO / "experiments" / "quickstart.yaml"
+
+
+def write_suite(folder: Path, seeds: list[int], config: Path = QUICKSTART) -> Path:
+    quickstart = yaml.safe_load(config.read_text())
     cases = {label.replace(", ", "_").replace(" ", "_").replace("-", "_").lower(): case for label, case in MODELS.items()}
     path = folder / f"{SUITE}.yaml"
     path.write_text(yaml.safe_dump({"name": SUITE, "description": "the quickstart over seeds (bench/quickstart_seeds.py)",
@@ -110,6 +115,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--config", type=Path, default=QUICKSTART,
+                        help="a suite file whose job: section is the quickstart to try (default: %(default)s)")
     parser.add_argument("--report-only", action="store_true", help="report the runs already recorded")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -117,7 +124,7 @@ def main() -> int:
     wall = None
     if not args.report_only:
         with tempfile.TemporaryDirectory() as tmp:
-            command = [sys.executable, "-m", "orchestrator.cli", "run", str(write_suite(Path(tmp), args.seeds))]
+            command = [sys.executable, "-m", "orchestrator.cli", "run", str(write_suite(Path(tmp), args.seeds, args.config))]
             if args.tracking_uri:
                 command += ["--tracking-uri", args.tracking_uri]
             start = time.monotonic()

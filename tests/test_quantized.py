@@ -213,6 +213,38 @@ def test_a_quantized_rsnet_feeds_every_resolution_the_same_quantized_weights():
     assert torch.allclose(once.basis, conv.basis)  # refit once per step, not once per resolution
 
 
+def test_a_step_quantizes_each_conv_once_and_the_optimiser_step_makes_it_quantize_anew():
+    net = tiny_rsnet(weight_bits=2).train()
+    conv = net.backbone.layers[1].residual[0]
+    quantizations, weights = [], []
+    quantize, conv_forward = conv.quantized_weight, conv._conv_forward
+    conv.quantized_weight = lambda: quantizations.append(1) or quantize()
+    conv._conv_forward = lambda x, w, b: weights.append(w) or conv_forward(x, w, b)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    xs = [torch.randn(2, 3, r, r) for r in net.resolutions]
+
+    sum(out.sum() for out in net(xs)).backward()
+    assert len(quantizations) == 1 and len(weights) == 3
+    assert weights[1] is weights[0] and weights[2] is weights[0]  # one tensor, saved once for the backward
+    torch.testing.assert_close(weights[0], quantize())  # w + (q - w): q up to rounding
+    grad = conv.weight.grad.clone()
+    assert grad.abs().sum() > 0
+
+    optimizer.step()  # new weights: the next step quantizes them, not the old ones
+    optimizer.zero_grad()
+    sum(out.sum() for out in net(xs)).backward()
+    assert len(quantizations) == 2 and weights[3] is not weights[0]
+    torch.testing.assert_close(weights[3], quantize())
+    assert not torch.allclose(weights[3], weights[0])
+
+    net.eval()
+    with torch.no_grad():  # evaluation: quantized once, then shared by every batch and resolution
+        net(xs[0], resolution=32)
+        net(xs[2], resolution=16)
+    assert len(quantizations) == 3 and weights[-1] is weights[-2] and weights[-1].grad_fn is None
+    assert materialize(net, 24) is not None  # the cached weight does not get in deepcopy's way
+
+
 def test_materialize_bakes_quantized_weights_and_frozen_activation_levels():
     net = tiny_rsnet(weight_bits=2, act_bits=2, act_basis="private").eval()
     x = torch.randn(2, 3, 24, 24)
