@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from analysis.describe import describe, measured_storage_bits, size_bytes, storage_bits
 from backbones import build_net, materialize
-from backbones.quantized import (ActivationQuantizer, FrozenActivationQuantizer, QuantizedConv2d, bit_codes, qem,
-                                 quantization_error)
+from backbones.quantized import (ActivationQuantizer, FrozenActivationQuantizer, QuantizedConv2d, bit_codes,
+                                 level_position, qem, quantization_error)
 from backbones.switchable import Route
 from jobspec import ConfigError, JobConfig
 from jobspec.hashing import config_hash
@@ -54,6 +54,18 @@ def test_quantized_weight_takes_the_nearest_of_2_to_the_k_levels_per_channel(bit
             best = min(abs(value - level) for level in levels)
             assert abs(abs(value - got) - best) < 1e-6
             assert any(abs(got - level) < 1e-6 for level in levels)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_level_position_is_searchsorted_ties_included(bits):
+    g = torch.Generator().manual_seed(bits)
+    midpoints = torch.randn(5, 2 ** bits - 1, generator=g).sort(dim=1).values
+    x = torch.randn(5, 300, generator=g)
+    x[:, :midpoints.shape[1]] = midpoints  # values exactly on a midpoint go to the lower level
+    expected = torch.searchsorted(midpoints, x)
+    got = level_position(x, midpoints)
+    assert got.dtype == torch.long and torch.equal(got, expected)
+    assert torch.equal(got[:, :midpoints.shape[1]], torch.arange(midpoints.shape[1]).expand(5, -1))
 
 
 def test_weight_basis_starts_from_lqnets_init():
