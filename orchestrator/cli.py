@@ -51,12 +51,13 @@ def _describe(args) -> int:
     from analysis.describe import describe
     from jobspec import JobConfig
 
-    # parse: a value the schema refuses is a ConfigError that names it. A resolution given twice is one.
+    # A value the schema refuses, or a combination it refuses (validate), is a ConfigError that names it.
+    # A resolution given twice is one.
     cfg = JobConfig.parse({
         "model": {"backbone": args.backbone, "small_input": args.small_input, "weight_bits": args.weight_bits,
                   "act_bits": args.act_bits},
         "method": {"name": args.method, "bn": args.bn, "convs": args.convs, "meta_hidden": args.meta_hidden},
-        "data": {"resolutions": sorted(set(args.resolutions), reverse=True)}})
+        "data": {"resolutions": sorted(set(args.resolutions), reverse=True)}}).validate()
     info = describe(cfg, args.num_classes)
     if args.json:
         print(json.dumps(info, indent=2))

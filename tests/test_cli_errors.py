@@ -206,6 +206,12 @@ def test_describe_names_the_choices_of_a_typo(option, typo, choice, home):
     assert typo in line and f"'{choice}'" in line
 
 
+def test_describe_refuses_quantized_activations_on_a_backbone_without_a_preact_twin_in_one_line(home):
+    line = refused(resolab(home, "describe", "--backbone", "resnet_tiny", "--act-bits", "2"),
+                   "resolab: config error: model.act_bits=2")
+    assert "model.backbone=preact_resnet_tiny" in line
+
+
 # ---------------------------------------------------------------- --debug and help
 
 
