@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis.one_line_parser import ArgumentParser
+from analysis.one_line_parser import ArgumentParser, whole_number
 from backbones.catalog import BACKBONES, BN_CHOICES
 from methods.catalog import METHODS
 
@@ -32,19 +32,6 @@ STATUS_STATES = """Where each job of a suite stands, from MLflow and the job che
 
 class UsageError(ValueError):
     """A command-line value that cannot work; the message names the option and the fix."""
-
-
-def whole_number(minimum: int):
-    """argparse type: a whole number of at least ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {value}")
-        return value
-    return parse
 
 
 def _describe(args) -> int:

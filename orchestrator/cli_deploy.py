@@ -10,18 +10,10 @@ import json
 import sys
 from pathlib import Path
 
+from analysis.one_line_parser import whole_number
+
 SOURCE_HELP = ("a model file (resolab import-reference), a job's checkpoint.pt, or the MLflow run id of a "
                "finished job (or of a resolab evaluate-model run)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -123,19 +115,19 @@ def add_subcommands(sub) -> None:
     p.add_argument("paper", help="san (d-li14/SAN) or rsnets (yikaiw/RS-Nets, non-quantization)")
     p.add_argument("checkpoint", help="the released .pth/.tar file (a state dict, bare or under 'state_dict')")
     p.add_argument("--backbone", required=True, help="resnet18, resnet50 or mobilenet_v2 (resnet_tiny for tests)")
-    p.add_argument("--resolutions", type=_positive_int, nargs="+", required=True, metavar="PX",
+    p.add_argument("--resolutions", type=whole_number(1), nargs="+", required=True, metavar="PX",
                    help="training resolutions, one per BN slot, largest first (the papers: 224 192 160 128 96)")
-    p.add_argument("--num-classes", type=_positive_int, required=True, help="classifier outputs (1000 for ImageNet)")
+    p.add_argument("--num-classes", type=whole_number(1), required=True, help="classifier outputs (1000 for ImageNet)")
     p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem (only for checkpoints trained so)")
-    p.add_argument("--width", type=_positive_int, help="resnet_tiny only: channels of its first stage (default 16)")
+    p.add_argument("--width", type=whole_number(1), help="resnet_tiny only: channels of its first stage (default 16)")
     p.add_argument("--out", required=True, help="model file to write (MODEL.pt)")
     p.set_defaults(func=_import_reference)
 
     p = sub.add_parser("export", help="one route of a model as a plain TorchScript or ONNX CNN, checked against it")
     p.add_argument("source", help=SOURCE_HELP)
-    p.add_argument("--resolution", type=_positive_int, help="input size in pixels")
+    p.add_argument("--resolution", type=whole_number(1), help="input size in pixels")
     p.add_argument("--all", action="store_true", help="one file per training resolution plus index.json into --out DIR")
-    p.add_argument("--row", type=_positive_int, help="use this training resolution's slot (a matrix row) "
+    p.add_argument("--row", type=whole_number(1), help="use this training resolution's slot (a matrix row) "
                                                      "instead of choosing from --resolution")
     p.add_argument("--bn", default="nearest", choices=["nearest", "interpolate"], help="BN at an unseen resolution")
     p.add_argument("--eps", default="proxy", choices=["proxy", "ideal"], help="SAN: eps of the nearest training "
@@ -148,8 +140,8 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("pick", help="time every test resolution here and pick the most accurate route within a budget")
     p.add_argument("source", help="the MLflow run id of a finished job (its matrix gives the accuracies)")
     p.add_argument("--budget-ms", type=_positive_float, required=True, help="latency budget per batch, milliseconds")
-    p.add_argument("--batch", type=_positive_int, default=1, help="images per forward (default 1)")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--batch", type=whole_number(1), default=1, help="images per forward (default 1)")
+    p.add_argument("--threads", type=whole_number(1), help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print JSON")
     _tracking(p)

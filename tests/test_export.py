@@ -154,7 +154,7 @@ def test_bad_export_input_is_one_line_and_no_file(tmp_path, capsys):
     out = tmp_path / "x.pt"
     with pytest.raises(SystemExit):
         cli_main(["export", str(model_file), "--resolution", "0", "--out", str(out)])
-    assert "positive" in capsys.readouterr().err
+    assert "expected a whole number of at least 1, got 0" in capsys.readouterr().err
     with pytest.raises(ExportError, match="positive"):
         export_route(load_model(model_file), RouteChoice(-8), "torchscript", out)
     assert cli_main(["export", str(model_file), "--resolution", "24", "--row", "40", "--out", str(out)]) == 2
