@@ -60,6 +60,15 @@ class TrainedModel:
         return tags.get(SOURCE_CODE_TAG) or tags.get("resolab.code_version", "unknown")
 
 
+def checkpoint_dirs(run, storage) -> list[Path]:
+    """Where a run's checkpoint is: its tag, else where ``storage`` would hold it (older runs)."""
+    tags = run.data.tags
+    dirs = [Path(tags[CHECKPOINT_DIR_TAG])] if tags.get(CHECKPOINT_DIR_TAG) else []
+    if tags.get("resolab.suite") and tags.get("resolab.job"):
+        dirs.append(job_dir(storage, tags["resolab.suite"], tags["resolab.job"], tags.get("resolab.config_hash")))
+    return list(dict.fromkeys(dirs))
+
+
 class ModelStore:
     """The FINISHED job runs of the whole tracking store by training hash, and where their final
     checkpoints are. Runs recorded before the training-hash tag existed get it from their params."""
@@ -78,12 +87,7 @@ class ModelStore:
             runs.sort(key=lambda r: bool(r.data.tags.get(EVALUATED_FROM_TAG) or r.data.tags.get(REUSED_FROM_TAG)))
 
     def candidate_dirs(self, run) -> list[Path]:
-        """Where a run's checkpoint is: its tag, else where this storage would hold it (older runs)."""
-        tags = run.data.tags
-        dirs = [Path(tags[CHECKPOINT_DIR_TAG])] if tags.get(CHECKPOINT_DIR_TAG) else []
-        if tags.get("resolab.suite") and tags.get("resolab.job"):
-            dirs.append(job_dir(self.storage, tags["resolab.suite"], tags["resolab.job"], tags.get("resolab.config_hash")))
-        return list(dict.fromkeys(dirs))
+        return checkpoint_dirs(run, self.storage)
 
     def find(self, job) -> TrainedModel | None:
         """The newest finished run of ``job``'s training hash whose final checkpoint is on disk."""

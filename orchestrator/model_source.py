@@ -24,11 +24,6 @@ class Source:
     run_id: str | None = None
 
 
-@dataclass
-class _Storage:
-    storage: str
-
-
 def resolve_source(text: str, tracking_uri: str | None = None, storage: str | None = None,
                    need_matrix: bool = False) -> Source:
     path = Path(text)
@@ -46,7 +41,7 @@ def _from_run(run_id: str, tracking_uri: str | None, storage: str | None) -> Sou
 
     from analysis.report import read_matrix
     from jobspec import resolve_tracking_uri
-    from orchestrator.evaluate_only import ModelStore
+    from orchestrator.evaluate_only import checkpoint_dirs
     from orchestrator.suite import default_storage
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -67,7 +62,7 @@ def _from_run(run_id: str, tracking_uri: str | None, storage: str | None) -> Sou
         model = load_model(Path(tags[MODEL_FILE_TAG]), source)
     else:
         # The run's own checkpoint lookup (tag, else --storage), without listing the whole store.
-        dirs = ModelStore.candidate_dirs(_Storage(storage or default_storage()), run)
+        dirs = checkpoint_dirs(run, storage or default_storage())
         found = next((d for d in dirs if ckpt.final_checkpoint(d) is not None), None)
         if found is None:
             places = ", ".join(str(d) for d in dirs) or "nowhere recorded"
