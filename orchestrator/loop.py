@@ -308,6 +308,11 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set "
                          f"({len(train_set)} images over {runtime.world_size} workers); lower it")
 
+    if device.type == "cuda":
+        # Every step runs the same few input shapes (one per training resolution): cuDNN times its
+        # algorithms once per shape and keeps the fastest, as torchvision's reference scripts do by
+        # default. The chosen algorithms may differ between runs, so GPU runs match closely, not bitwise.
+        torch.backends.cudnn.benchmark = True
     net = method.build(num_classes).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
