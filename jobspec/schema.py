@@ -169,6 +169,14 @@ class JobConfig(Section):
         except ValidationError as e:
             raise ConfigError(message_from(e, cls, tree, VALID_KEYS)) from None
 
+    @classmethod
+    def parse_saved(cls, tree: dict) -> tuple["JobConfig", list[str]]:
+        """A config saved by an earlier version (a checkpoint's or a model file's): keys this schema no
+        longer has are dropped, not refused, and returned as dotted names, so that an old model stays
+        loadable; whatever is left is checked as ``parse`` checks it. The weights then have to fit."""
+        dropped: list[str] = []
+        return cls.parse(_known_keys(tree, cls, "", dropped)), dropped
+
     def to_dict(self) -> dict:
         return self.model_dump()
 
@@ -244,3 +252,16 @@ VALID_KEYS: tuple[str, ...] = tuple(_keys(JobConfig))  # every dotted key a user
 
 __all__ = ["BACKBONES", "METHODS", "ConfigError", "DataConfig", "EvalConfig", "JobConfig", "MethodConfig",
            "ModelConfig", "ResourcesConfig", "SyntheticConfig", "TrainConfig", "VALID_KEYS"]
+
+
+def _known_keys(tree: dict, model: type[BaseModel], prefix: str, dropped: list[str]) -> dict:
+    kept = {}
+    for key, value in tree.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            dropped.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            kept[key] = _known_keys(value, field.annotation, f"{prefix}{key}.", dropped)
+        else:
+            kept[key] = value
+    return kept

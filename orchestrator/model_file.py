@@ -121,7 +121,7 @@ def load_model(path: Path, source: dict | None = None) -> LoadedModel:
         raise ModelFileError(f"{path} is not a resolab model file or job checkpoint (it has no config and model); "
                              "for the papers' released weights use `resolab import-reference`")
     try:
-        config = JobConfig.parse(payload["config"])
+        config, dropped = JobConfig.parse_saved(payload["config"])
     except ConfigError as exc:
         raise ModelFileError(f"{path}: its config is not valid for this version of resolab ({exc})") from None
     state = payload["model"]
@@ -135,4 +135,6 @@ def load_model(path: Path, source: dict | None = None) -> LoadedModel:
                              f"({config.model.backbone}/{config.method.name}): {' '.join(lines[1:4])}") from None
     net.eval()
     info = {"file": str(Path(path).resolve()), **(payload.get("source") or {}), **(source or {})}
+    if dropped:  # settings of an earlier resolab that this one no longer has; the weights fit without them
+        info["dropped_config_keys"] = dropped
     return LoadedModel(config, net, method, num_classes, info)

@@ -16,7 +16,7 @@ from jobspec import JobConfig
 from orchestrator import export as export_mod
 from orchestrator.cli import main as cli_main
 from orchestrator.export import ExportError, RouteChoice, export_all, export_route
-from orchestrator.model_file import build_model, load_model, save_model_file
+from orchestrator.model_file import ModelFileError, build_model, load_model, save_model_file
 from orchestrator.reference_import import import_reference
 
 from tests.test_import_reference import WIDTH, _bn, rsnets_tiny_state, san_tiny_state
@@ -216,3 +216,23 @@ def test_mobilenet_v2_import_export_round_trip(tmp_path, paper, resolutions):
                            ["features.2.fc2.weight"].flatten())
     loaded = load_model(save_model_file(tmp_path / "m.pt", imported.config, imported.net, 10, {}))
     _logits_agree(loaded, tmp_path / "r.pt", RouteChoice(resolutions[-1]))
+
+
+def test_a_model_file_with_settings_this_version_dropped_still_loads_and_says_which(tmp_path):
+    model_file = _mlp_san_file(tmp_path)
+    payload = torch.load(model_file, weights_only=True)
+    payload["config"]["model"]["retired_switch"] = True  # a setting an earlier resolab had
+    payload["config"]["retired_section"] = {"a": 1}
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    loaded, current = load_model(old), load_model(model_file)
+    assert loaded.source["dropped_config_keys"] == ["model.retired_switch", "retired_section"]
+    assert "dropped_config_keys" not in current.source
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(loaded.net(x, resolution=24), current.net(x, resolution=24))
+
+    payload["config"]["method"]["meta_hidden"] = 16  # a kept key that changes the model: the weights must fit
+    torch.save(payload, old)
+    with pytest.raises(ModelFileError, match="weights do not fit"):
+        load_model(old)
