@@ -189,7 +189,9 @@ class MetaConv2d(Switchable, _ConvGeometry):
 
     def generate(self, eps: float) -> torch.Tensor:
         if self.hidden == 0:
-            return torch.add(self.base, self.scale, alpha=eps)  # one kernel, no eps * scale temporary
+            # Not torch.add(base, scale, alpha=eps): its fused multiply-add rounds differently, and the
+            # same job would no longer reproduce the numbers of runs trained before.
+            return self.base + eps * self.scale
         # The MLP runs in float32 under autocast too: its output is a weight (autocast casts it for the
         # conv), and the backward generates it again outside autocast, which must give the same kernel.
         with torch.autocast(self.base.device.type, enabled=False):
