@@ -253,9 +253,12 @@ def test_ctrl_c_during_training_ends_with_one_line_and_no_traceback(tmp_path, ho
     path = write_suite(tmp_path, **{"train.epochs": 50, "train.max_steps_per_epoch": None,
                                     "data.synthetic.num_train": 400})
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # As in a terminal: a shell that starts a command in the background without job control (``cmd &``
+    # in a script, nohup) makes it ignore SIGINT, and the test run's children would inherit that.
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "train", str(path), "--out", str(tmp_path / "o")],
                             cwd=REPO, env={**environment, "RESOLAB_HOME": str(home)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().startswith("job ")  # training has started
     time.sleep(2)
     proc.send_signal(signal.SIGINT)

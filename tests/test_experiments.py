@@ -179,6 +179,8 @@ def test_imagenet_suites_use_the_papers_optimisation(stem):
         assert cfg.model.small_input is False
         assert cfg.resources.gpus_per_worker >= 1 and cfg.resources.workers >= 1
         assert cfg.data.resolutions == sorted(cfg.data.resolutions, reverse=True)
+        # The GPU defaults, on purpose not the papers' fp32 (base/imagenet.yaml says why).
+        assert (cfg.train.precision, cfg.train.channels_last) == ("bf16", True)
 
 
 def test_data_root_can_be_overridden_from_the_command_line():
@@ -382,5 +384,6 @@ def test_smoke_keeps_the_switches_and_makes_every_job_tiny(stem):
         assert c.train.epochs == 1 and c.train.max_steps_per_epoch is not None
         assert max(c.data.resolutions) <= 64 and max(c.eval.test_resolutions) <= 64
         assert (c.resources.workers, c.resources.gpus_per_worker) == (1, 0)
+        assert (c.train.precision, c.train.channels_last) == ("fp32", False), "a smoke job runs on CPU"
         assert c.resources.cpus_per_worker <= 1, "a smoke job must fit on a 2-core laptop"
         assert c.eval.max_batches is not None
