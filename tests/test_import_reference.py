@@ -150,7 +150,7 @@ def test_cli_import_errors_leave_no_file(tmp_path, capsys):
     assert not out.exists() and not list(out.parent.glob(".*"))  # no file, no temporary left over
     with pytest.raises(SystemExit):  # argparse: a resolution <= 0
         cli_main(base[:2] + [str(good)] + base[2:] + ["--resolutions", "224", "0"])
-    assert "positive" in capsys.readouterr().err
+    assert "expected a whole number of at least 1, got 0" in capsys.readouterr().err
     # The good one, through the CLI: a model file that loads with weights_only=True.
     assert cli_main(base[:2] + [str(good)] + base[2:] + ["--resolutions", "224", "192"]) == 0
     assert "MRED alpha" in capsys.readouterr().out
