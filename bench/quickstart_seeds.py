@@ -10,7 +10,8 @@ qualitative findings hold in the mean.
 It runs ``experiments/quickstart.yaml``'s job (or ``--config``'s) as its own suite (``quickstart_seeds``), crossed with
 ``train.seed``, plus a parallel model with shared BN for the BN finding; finished jobs are reused as in
 any suite, so a rerun only reports. The findings checked, on the means over seeds:
-  - each I-Net falls off away from its training resolution, below it and above it (reported apart);
+  - each I-Net falls off below its training resolution, and the smallest one far above it (the corner of
+    SAN Table 1; nearer above, the papers' I-Nets gain: see ``findings``);
   - RS-Net and SAN are at least as good as the I-Net at every training resolution;
   - private BN beats shared BN (parallel training) at the smallest training resolution;
   - no cell of the headline table reaches 99.5 % (the task leaves headroom).
@@ -90,20 +91,27 @@ def mean(values) -> float:
 def findings(cells: dict, resolutions: list[int]) -> list[tuple[str, bool]]:
     checks = []
     for r in resolutions:
-        # Below and above apart: with RandomResizedCrop training, testing somewhat above the training
-        # resolution can gain (the train/test object-size discrepancy of FixRes, Touvron et al. 2019).
         row = cells.get(f"I-Net {r}", {})
-        for side, others in (("below", [t for t in resolutions if t < r and t in row]),
-                             ("above", [t for t in resolutions if t > r and t in row])):
-            if others:
-                checks.append((f"I-Net {r} falls off {side} {r} (tested at {', '.join(map(str, others))})",
-                               r in row and all(mean(row[r]) > mean(row[t]) for t in others)))
+        below = [t for t in resolutions if t < r and t in row]
+        if below:
+            checks.append((f"I-Net {r} falls off below {r} (tested at {', '.join(map(str, below))})",
+                           r in row and all(mean(row[r]) > mean(row[t]) for t in below)))
+    # Above the training resolution the papers' I-Nets first gain and fall off only far away: SAN
+    # Table 1's ResNet-18 I-128 has 66.36 at 128 but 69.06 at 192 (RandomResizedCrop training shows
+    # objects larger than the test resize does: the train/test discrepancy of FixRes, Touvron et al.
+    # 2019), while I-96 has 62.56 at 96, 58.87 at 224 and 54.68 at 256. So the finding checked above is
+    # that corner: the smallest I-Net tested at the largest test resolution.
+    small = min(resolutions)
+    row = cells.get(f"I-Net {small}", {})
+    far = max(row, default=small)
+    if far > small:
+        checks.append((f"I-Net {small} falls off far above {small} (tested at {far}, {far / small:.2f}x; "
+                       f"SAN Table 1: I-96 at 224)", small in row and mean(row[small]) > mean(row[far])))
     for label in ("RS-Net", "SAN"):
         for r in resolutions:
             ok = r in cells.get(label, {}) and r in cells.get("I-Nets", {}) and \
                 mean(cells[label][r]) >= mean(cells["I-Nets"][r])
             checks.append((f"{label} >= I-Net at {r}", ok))
-    small = min(resolutions)
     private, shared = cells.get("parallel", {}).get(small), cells.get("parallel, shared BN", {}).get(small)
     checks.append((f"private BN > shared BN at {small}", bool(private and shared and mean(private) > mean(shared))))
     top = max((mean(v) for label in MODELS for v in cells.get(label, {}).values()), default=100.0)

@@ -92,6 +92,9 @@ class SyntheticConfig(Section):
     # ambiguous at every resolution, so top-1 tops out near 1 - ambiguous_fraction / 2 (headroom).
     # Drawn only when > 0, so the images of 0 stay as they were.
     ambiguous_fraction: Annotated[Float, Field(ge=0, le=1)] = 0.0
+    # Share of objects whose stripe orientation lies anywhere between their texture's and the other
+    # texture's: ambiguous wherever the stripes decide (the high resolutions), the colour cue untouched.
+    ambiguous_texture_fraction: Annotated[Float, Field(ge=0, le=1)] = 0.0
 
 
 class DataConfig(Section):

@@ -6,7 +6,9 @@ size, position and rotation are random nuisances. A classifier that sees few pix
 colour families apart but not the textures, so low resolutions top out near 1 / (number of
 textures) of the accuracy that high resolutions reach: the effect the train x test resolution
 matrix measures. With ``ambiguous_fraction`` > 0, that share of objects takes a colour between two
-families: hard examples at every resolution, so that top-1 has headroom even at the top.
+families: hard examples at every resolution, so that top-1 has headroom even at the top. With
+``ambiguous_texture_fraction`` > 0, that share takes a stripe orientation between two textures instead:
+hard examples for the cue that only the high resolutions see, which leaves the colour cue as it is.
 
 Written once as an ImageFolder in ImageNet layout (``root/train/<class>/*.png``, ``root/val/...``),
 atomically, so several processes (Ray workers, parallel trials) may ask for the same root at once.
@@ -57,7 +59,10 @@ def class_names(num_classes: int) -> list[str]:
 
 
 def settings(cfg: SyntheticConfig, num_classes: int) -> dict:
-    return {**cfg.model_dump(), "num_classes": num_classes, "format_version": FORMAT_VERSION}
+    values = cfg.model_dump()
+    if values["ambiguous_texture_fraction"] == 0:  # added later: datasets written before keep their folder
+        del values["ambiguous_texture_fraction"]
+    return {**values, "num_classes": num_classes, "format_version": FORMAT_VERSION}
 
 
 def default_synthetic_root(cfg: SyntheticConfig, num_classes: int = 10) -> Path:
@@ -105,6 +110,14 @@ def ambiguous_hue(rng: np.random.Generator, hue: float) -> float:
     return (hue + rng.uniform(0, 1) * towards) % 1.0
 
 
+def ambiguous_orientation(rng: np.random.Generator, texture: float, spacing: float) -> float:
+    """A stripe orientation (degrees, mod 180) anywhere between the class's own and a neighbouring
+    texture's, ``spacing`` apart: as ``ambiguous_hue`` for the colour, half of these objects lie nearer
+    the neighbour's orientation, so top-1 tops out near 1 - fraction / 2 wherever the stripes decide."""
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    return (texture + side * rng.uniform(0, 1) * spacing) % 180.0
+
+
 def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: SyntheticConfig) -> np.ndarray:
     """One H x W x 3 uint8 image of class ``label``."""
     textures = textures_for(num_classes)
@@ -131,6 +144,8 @@ def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: Synt
     # Texture: sinusoidal stripes whose mean colour is the same for every orientation, so that a
     # blurred (low-resolution) object looks alike whatever its texture class.
     spacing = 180.0 / len(textures)
+    if cfg.ambiguous_texture_fraction > 0 and rng.random() < cfg.ambiguous_texture_fraction:
+        texture = ambiguous_orientation(rng, texture, spacing)  # drawn only when > 0: other images stay
     phi = np.deg2rad(texture + rng.uniform(-spacing / 5, spacing / 5))
     period = side * STRIPE_PERIOD * rng.uniform(0.9, 1.1)
     across = -np.sin(phi) * x + np.cos(phi) * y  # coordinate across the stripes (y for phi = 0)

@@ -18,7 +18,7 @@ from orchestrator.data import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, D
                                build_calibration_images, build_calibration_loader, build_loader, build_train_dataset,
                                build_val_dataset, resolve_data_root, set_epoch)
 from jobspec import ConfigError, DataConfig, JobConfig, SyntheticConfig
-from orchestrator.synthetic import (HUES, MARKER, ambiguous_hue, class_names, default_synthetic_root, draw_image,
+from orchestrator.synthetic import (HUES, MARKER, ambiguous_hue, ambiguous_orientation, class_names, default_synthetic_root, draw_image,
                                     write_synthetic_imagefolder)
 
 BILINEAR = F.InterpolationMode.BILINEAR
@@ -266,6 +266,53 @@ def test_ambiguous_hue_stays_on_the_short_arc_to_a_neighbour():
             assert min(to_left, to_right) < 1e-9, (own, hue)  # on one of the two arcs
             sides.add("left" if to_left < 1e-9 else "right")
         assert sides == {"left", "right"}  # red (0.0) also goes round to purple (0.8)
+
+
+def stripe_orientation(img: np.ndarray) -> float:
+    """The stripes' orientation in degrees (mod 180): the strongest spatial frequency near the stripe
+    frequency (12 cycles per image side, +-10 %) of the grey image; its wave vector is across the stripes."""
+    grey = img.astype(np.float32).mean(-1)
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean())))
+    half = grey.shape[0] // 2
+    ky, kx = np.mgrid[-half:grey.shape[0] - half, -half:grey.shape[1] - half]
+    band = (np.hypot(kx, ky) > 9) & (np.hypot(kx, ky) < 15)
+    peak = np.argmax(np.where(band, spectrum, 0))
+    return (np.degrees(np.arctan2(ky.flat[peak], kx.flat[peak])) - 90.0) % 180.0
+
+
+def orientation_gap(a: float, b: float) -> float:
+    return abs((a - b + 90.0) % 180.0 - 90.0)
+
+
+def test_texture_ambiguous_objects_take_orientations_between_the_two_textures():
+    plain = SyntheticConfig(min_size=64, max_size=64)
+    ambiguous = SyntheticConfig(min_size=64, max_size=64, ambiguous_texture_fraction=1.0)
+    wrong_texture = {"plain": 0, "ambiguous": 0}
+    n = 200
+    for i in range(n):
+        label = i % 10
+        own = (0.0, 90.0)[label % 2]
+        for name, cfg in (("plain", plain), ("ambiguous", ambiguous)):
+            measured = stripe_orientation(draw_image(np.random.default_rng([7, i]), label, 10, cfg))
+            wrong_texture[name] += orientation_gap(measured, own) > 45.0
+    # Plain stripes lie within their texture's jitter (+-18 degrees; the spectrum misreads the odd
+    # image); about half of the ambiguous ones lie nearer the other texture: top-1 near 1 - fraction / 2.
+    assert wrong_texture["plain"] <= 0.02 * n
+    assert 0.35 * n < wrong_texture["ambiguous"] < 0.65 * n
+
+
+def test_ambiguous_orientation_stays_between_the_texture_and_a_neighbour_on_either_side():
+    rng = np.random.default_rng(0)
+    offsets = [((ambiguous_orientation(rng, 90.0, 90.0) - 90.0 + 90.0) % 180.0) - 90.0 for _ in range(400)]
+    assert all(-90.0 <= d <= 90.0 for d in offsets)
+    assert min(offsets) < -60.0 and max(offsets) > 60.0  # both neighbours (0 and 180 = 0), the whole arc
+    assert 0.4 < np.mean([d > 0 for d in offsets]) < 0.6
+
+
+def test_texture_ambiguity_is_other_data():
+    assert default_synthetic_root(SyntheticConfig(ambiguous_texture_fraction=0.1)) != default_synthetic_root(SyntheticConfig())
+    with pytest.raises(ConfigError, match=r"data\.synthetic\.ambiguous_texture_fraction must be <= 1, got 2"):
+        JobConfig.parse({"data": {"synthetic": {"ambiguous_texture_fraction": 2.0}}})
 
 
 def test_default_synthetic_root(monkeypatch, tmp_path):
