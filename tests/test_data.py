@@ -268,7 +268,7 @@ def test_ambiguous_hue_stays_on_the_short_arc_to_a_neighbour():
         assert sides == {"left", "right"}  # red (0.0) also goes round to purple (0.8)
 
 
-def stripe_orientation(img: np.ndarray) -> float:
+def stripe_angle(img: np.ndarray) -> float:
     """The stripes' orientation in degrees (mod 180): the strongest spatial frequency near the stripe
     frequency (12 cycles per image side, +-10 %) of the grey image; its wave vector is across the stripes."""
     grey = img.astype(np.float32).mean(-1)
@@ -293,7 +293,7 @@ def test_texture_ambiguous_objects_take_orientations_between_the_two_textures():
         label = i % 10
         own = (0.0, 90.0)[label % 2]
         for name, cfg in (("plain", plain), ("ambiguous", ambiguous)):
-            measured = stripe_orientation(draw_image(np.random.default_rng([7, i]), label, 10, cfg))
+            measured = stripe_angle(draw_image(np.random.default_rng([7, i]), label, 10, cfg))
             wrong_texture[name] += orientation_gap(measured, own) > 45.0
     # Plain stripes lie within their texture's jitter (+-18 degrees; the spectrum misreads the odd
     # image); about half of the ambiguous ones lie nearer the other texture: top-1 near 1 - fraction / 2.
