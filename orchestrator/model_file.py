@@ -89,6 +89,14 @@ def _classes_from_weights(state: dict) -> int:
     raise ModelFileError("no classifier weight found in the state dict")
 
 
+def _unsafe_globals(path: Path) -> str:
+    """The classes a torch file pickles beyond what weights_only loading allows, read without running them."""
+    try:
+        return ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown classes"
+    except Exception:  # noqa: BLE001 — only a hint in an error message
+        return "unknown classes"
+
+
 def read_payload(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -100,11 +108,13 @@ def read_payload(path: Path) -> dict:
         if "weights only" not in str(exc).lower():
             raise ModelFileError(f"{path} cannot be read as a torch file, it is truncated or not a checkpoint "
                                  f"({str(exc).splitlines()[0] if str(exc) else 'unpickling failed'}); copy or write it again") from None
-        # Loading arbitrary pickled objects runs code; we only ever load tensors and plain containers.
-        raise ModelFileError(f"{path} holds Python objects other than tensors, which are not loaded here (safe "
-                             "loading, weights_only=True). If you trust the file, keep only its weights: python -c "
-                             f"\"import torch; c = torch.load('{path}', weights_only=False); "
-                             "torch.save(c.get('state_dict', c), 'weights.pth')\" and import weights.pth") from None
+        # Loading arbitrary pickled objects runs code; we only ever load tensors and plain containers, and
+        # the way out we name is torch's allow-list of the classes the file holds, never weights_only=False.
+        raise ModelFileError(f"{path} holds Python objects other than tensors ({_unsafe_globals(path)}), which are "
+                             "not loaded here (safe loading, weights_only=True). If you trust those classes, keep "
+                             "only the weights: load the file with torch.load(..., weights_only=True) inside "
+                             "`with torch.serialization.safe_globals([<those classes>]):`, torch.save its "
+                             "'state_dict' to weights.pth, and import weights.pth") from None
     except Exception as exc:  # noqa: BLE001 — torch raises many kinds (zip reader, unpickler) for a bad file
         first = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).split(". ")[0][:160]
         raise ModelFileError(f"{path} cannot be read as a torch file, it is truncated or not a checkpoint ({first}); "

@@ -135,6 +135,24 @@ def test_wrong_architecture_names_key_and_fit(tmp_path):
         _import("san", path, resolutions=[64, 32])
 
 
+def test_a_checkpoint_with_pickled_objects_is_refused_by_name_and_the_named_allow_list_loads_it(tmp_path):
+    import argparse
+
+    from orchestrator.model_file import ModelFileError, read_payload
+
+    # Released checkpoints often pickle the training script's argparse.Namespace beside the weights.
+    path = tmp_path / "released.pth"
+    torch.save({"state_dict": rsnets_tiny_state(), "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(ModelFileError) as refused:
+        read_payload(path)
+    message = str(refused.value)
+    assert "argparse.Namespace" in message and "safe_globals" in message and "weights_only=False" not in message
+    # The way out the message names: the allow-list, still weights_only=True.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        payload = torch.load(path, weights_only=True)
+    assert payload["args"].lr == 0.1 and set(payload["state_dict"]) == set(rsnets_tiny_state())
+
+
 def test_cli_import_errors_leave_no_file(tmp_path, capsys):
     good = _save(tmp_path / "rs.pth", rsnets_tiny_state(), wrap=True, prefix=False)
     truncated = tmp_path / "cut.pth"
