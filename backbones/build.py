@@ -24,7 +24,8 @@ CONVS = ("plain", "meta", "private")
 def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn: str = "private",
               convs: str = "plain", meta_hidden: int = 0, small_input: bool = False,
               width: int = 16, width_mult: float = 1.0, dropout: float = 0.0, weight_bits: int = FULL_PRECISION,
-              act_bits: int = FULL_PRECISION, act_basis: str = "shared") -> MultiResolutionNet:
+              act_bits: int = FULL_PRECISION, act_basis: str = "shared",
+              zero_init_residual: bool = False) -> MultiResolutionNet:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if bn not in BN_CHOICES:
@@ -41,7 +42,7 @@ def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn
     module_name, function = BACKBONES[backbone].builder.split(":")
     builder = getattr(importlib.import_module(module_name), function)
     model = builder(num_classes=num_classes, norm_layer=norm_layer, small_input=small_input, width=width,
-                    width_mult=width_mult, dropout=dropout)
+                    width_mult=width_mult, dropout=dropout, zero_init_residual=zero_init_residual)
     if convs == "meta":
         to_meta_convs(model, hidden=meta_hidden, eps_min=scale_encoding(min(resolutions)))
     elif convs == "private":

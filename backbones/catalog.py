@@ -17,10 +17,10 @@ class Backbone:
 
 
 BACKBONES: dict[str, Backbone] = {
-    "resnet18": Backbone("backbones.resnet:build_resnet18"),
-    "resnet50": Backbone("backbones.resnet:build_resnet50"),
+    "resnet18": Backbone("backbones.resnet:build_resnet18", reads=("zero_init_residual",)),
+    "resnet50": Backbone("backbones.resnet:build_resnet50", reads=("zero_init_residual",)),
     "mobilenet_v2": Backbone("backbones.mobilenet:build_mobilenet_v2", reads=("width_mult", "dropout")),
-    "resnet_tiny": Backbone("backbones.resnet:build_resnet_tiny", reads=("width",)),
+    "resnet_tiny": Backbone("backbones.resnet:build_resnet_tiny", reads=("width", "zero_init_residual")),
     # Pre-activation ResNets in LQ-Nets' layout (backbones/preact.py): the only ones with activation
     # quantization points, so the only ones that read act_bits / act_basis.
     "preact_resnet18": Backbone("backbones.preact:build_preact_resnet18", reads=("act_bits", "act_basis")),
@@ -61,6 +61,10 @@ class ModelConfig(BaseModel):
     # Dropout before the classifier; mobilenet_v2 only. 0 as in both papers' reference code
     # (torchvision's own default is 0.2).
     dropout: float = Field(0.0, ge=0, lt=1)
+    # Start every residual block's last BN at gamma = 0, so each block begins as the identity
+    # (Goyal et al. 2017; torchvision's zero_init_residual, on by default in timm's ResNets). Off by
+    # default, as in torchvision; ResNets only (resnet18, resnet50, resnet_tiny).
+    zero_init_residual: bool = False
     # Bits of every conv weight but the first (the FC stays full precision, as in LQ-Nets); 32 = none.
     weight_bits: Bits = FULL_PRECISION  # type: ignore[valid-type]
     # Bits of every conv input but the image's; pre-activation backbones only (preact_*); 32 = none.

@@ -16,13 +16,15 @@ def small_input_stem(model: ResNet) -> ResNet:
     return model
 
 
-def build_resnet18(num_classes: int, norm_layer: Callable, small_input: bool = False, **_) -> ResNet:
-    model = resnet18(num_classes=num_classes, norm_layer=norm_layer)
+def build_resnet18(num_classes: int, norm_layer: Callable, small_input: bool = False,
+                   zero_init_residual: bool = False, **_) -> ResNet:
+    model = resnet18(num_classes=num_classes, norm_layer=norm_layer, zero_init_residual=zero_init_residual)
     return small_input_stem(model) if small_input else model
 
 
-def build_resnet50(num_classes: int, norm_layer: Callable, small_input: bool = False, **_) -> ResNet:
-    model = resnet50(num_classes=num_classes, norm_layer=norm_layer)
+def build_resnet50(num_classes: int, norm_layer: Callable, small_input: bool = False,
+                   zero_init_residual: bool = False, **_) -> ResNet:
+    model = resnet50(num_classes=num_classes, norm_layer=norm_layer, zero_init_residual=zero_init_residual)
     return small_input_stem(model) if small_input else model
 
 
@@ -71,8 +73,9 @@ class TinyResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def build_resnet_tiny(num_classes: int, norm_layer: Callable, width: int = 16, **_) -> TinyResNet:
-    return TinyResNet(num_classes, norm_layer, width=width)
+def build_resnet_tiny(num_classes: int, norm_layer: Callable, width: int = 16, zero_init_residual: bool = False,
+                      **_) -> TinyResNet:
+    return TinyResNet(num_classes, norm_layer, width=width, zero_init_residual=zero_init_residual)
 
 
 __all__ = ["build_resnet18", "build_resnet50", "build_resnet_tiny", "TinyResNet", "Bottleneck", "BasicBlock"]

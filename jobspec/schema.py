@@ -105,6 +105,10 @@ class DataConfig(Section):
     num_classes: Int | None = None  # None: taken from the dataset
     resolutions: list[Int] = [224, 192, 160, 128, 96]  # large to small
     crop: Literal["single", "multi"] = "single"  # one RandomResizedCrop + flip for all resolutions, or one each
+    # RandomResizedCrop's range of crop area, as a fraction of the image: (0.08, 1) in both papers and
+    # torchvision's references (timm's ``scale``). A narrower range zooms in less, so a net sees its
+    # objects at fewer scales.
+    crop_scale: list[Float] = [0.08, 1.0]
     loader_workers: Int = 2
     # Cap the number of images used (train, val); None = all. For smoke runs.
     limit_train: Int | None = None
@@ -222,6 +226,10 @@ class JobConfig(Section):
         if milestones and (milestones != sorted(set(milestones)) or milestones[0] <= 0):
             raise ConfigError(f"train.milestones must be increasing positive epochs, got {milestones}")
         self._check_quantization()
+        scale = self.data.crop_scale
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise ConfigError(f"data.crop_scale must be [min, max] area fractions with 0 < min <= max <= 1, got {scale}; "
+                              "the papers use [0.08, 1.0]")
         if self.data.synthetic.min_size > self.data.synthetic.max_size:
             raise ConfigError("data.synthetic.min_size must be <= data.synthetic.max_size")
         return self

@@ -62,7 +62,8 @@ class Method:
         """The model settings every method passes to ``build_net``."""
         m = self.model
         return dict(small_input=m.small_input, width=m.width, width_mult=m.width_mult, dropout=m.dropout,
-                    weight_bits=m.weight_bits, act_bits=m.act_bits, act_basis=m.act_basis)
+                    weight_bits=m.weight_bits, act_bits=m.act_bits, act_basis=m.act_basis,
+                    zero_init_residual=m.zero_init_residual)
 
     def build(self, num_classes: int) -> MultiResolutionNet:
         raise NotImplementedError

@@ -58,14 +58,15 @@ class CorruptImageError(DatasetError):
 class MultiResolutionTrainTransform:
     """PIL image -> tuple of uint8 3 x r x r tensors, one per resolution, in the given order."""
 
-    def __init__(self, resolutions: list[int], crop: str = "single"):
+    def __init__(self, resolutions: list[int], crop: str = "single", scale: tuple[float, float] = CROP_SCALE):
         if crop not in ("single", "multi"):
             raise ValueError(f"crop must be 'single' or 'multi', got {crop!r}")
         self.resolutions = list(resolutions)
         self.crop = crop
+        self.scale = tuple(scale)
 
     def _draw(self, img: torch.Tensor) -> tuple[tuple[int, int, int, int], bool]:
-        box = v2.RandomResizedCrop.get_params(img, list(CROP_SCALE), list(CROP_RATIO))
+        box = v2.RandomResizedCrop.get_params(img, list(self.scale), list(CROP_RATIO))
         return box, bool(torch.rand(1) < 0.5)
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, ...]:
@@ -88,7 +89,7 @@ class MultiResolutionTrainTransform:
         return out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(resolutions={self.resolutions}, crop={self.crop!r})"
+        return f"{type(self).__name__}(resolutions={self.resolutions}, crop={self.crop!r}, scale={self.scale})"
 
 
 class MultiResolutionEvalTransform:
@@ -245,7 +246,8 @@ def _limited(folder: ImageFolder, limit: int | None, key: str) -> Dataset:
 def build_train_dataset(data: DataConfig, resolutions: list[int] | None = None) -> Dataset:
     """Training images, each a tuple over ``resolutions`` (default data.resolutions), and a label."""
     root = resolve_data_root(data)
-    transform = MultiResolutionTrainTransform(data.resolutions if resolutions is None else resolutions, data.crop)
+    transform = MultiResolutionTrainTransform(data.resolutions if resolutions is None else resolutions, data.crop,
+                                              data.crop_scale)
     return _limited(_image_folder(root / "train", transform), data.limit_train, "data.limit_train")
 
 
@@ -256,7 +258,7 @@ def build_val_dataset(data: DataConfig, test_resolutions: list[int], preprocessi
     if preprocessing not in ("test", "train"):
         raise ValueError(f"preprocessing must be 'test' or 'train', got {preprocessing!r}")
     transform = (MultiResolutionEvalTransform(test_resolutions) if preprocessing == "test"
-                 else MultiResolutionTrainTransform(test_resolutions, "single"))
+                 else MultiResolutionTrainTransform(test_resolutions, "single", data.crop_scale))
     return _limited(_image_folder(root / "val", transform), data.limit_val, "data.limit_val")
 
 
@@ -333,7 +335,7 @@ def build_calibration_images(data: DataConfig) -> Dataset:
 
 
 def build_calibration_loader(images: Dataset, resolution: int, crop: str, batch_size: int, seed: int,
-                             workers: int = 0) -> DataLoader:
+                             workers: int = 0, scale: tuple[float, float] = CROP_SCALE) -> DataLoader:
     """Shuffled training images at one resolution (training transform), for BN recalibration."""
-    dataset = _Transformed(images, MultiResolutionTrainTransform([resolution], crop))
+    dataset = _Transformed(images, MultiResolutionTrainTransform([resolution], crop, scale))
     return build_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=False)

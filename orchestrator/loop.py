@@ -368,7 +368,8 @@ def calibration_batches_for(cfg: JobConfig, device: torch.device):
         if images is None:
             images = build_calibration_images(cfg.data)
         loader = build_calibration_loader(images, resolution, cfg.data.crop, cfg.eval.batch_size,
-                                          seed=cfg.train.seed, workers=cfg.data.loader_workers)
+                                          seed=cfg.train.seed, workers=cfg.data.loader_workers,
+                                          scale=cfg.data.crop_scale)
         out = []
         for i, (xs, _) in enumerate(loader):
             if i >= cfg.eval.calib_batches:

@@ -502,6 +502,17 @@ def test_keys_added_later_keep_the_hashes_of_existing_jobs():
     assert config_hash(job_from_dict({"method": {"name": "san"}, "data": {"resolutions": [64, 32]}})) == "051aa56c010e"
     step = {"train": {"schedule": "step", "milestones": [30, 60]}}
     assert config_hash(job_from_dict(step)) != config_hash(job_from_dict({}))
+    # Written out at their neutral values, later keys leave the hash alone; set away from them, they move it.
+    neutral = {"data": {"crop_scale": [0.08, 1.0]}, "model": {"zero_init_residual": False}}
+    assert config_hash(job_from_dict(neutral)) == "76b6ecab7b66"
+    for changed in ({"data": {"crop_scale": [0.35, 1.0]}}, {"model": {"zero_init_residual": True}}):
+        assert config_hash(job_from_dict(changed)) != "76b6ecab7b66"
+
+
+@pytest.mark.parametrize("scale", [[0.5, 0.2], [0.0, 1.0], [0.3, 1.5], [0.3]])
+def test_crop_scale_must_be_an_area_range(scale):
+    with pytest.raises(ConfigError, match=re.escape(f"data.crop_scale must be [min, max] area fractions")):
+        job_from_dict({"data": {"crop_scale": scale}}).validate()
 
 
 @pytest.mark.parametrize("train, fix", [

@@ -88,6 +88,20 @@ def test_flip_is_shared_only_with_single_crop(crop):
     assert all(agree) if crop == "single" else not all(agree)
 
 
+@pytest.mark.parametrize("scale", [(0.08, 1.0), (0.35, 1.0), (0.25, 0.25)])
+def test_crop_area_stays_within_crop_scale(scale):
+    img = F.to_image(Image.fromarray(np.zeros((90, 120, 3), np.uint8)))
+    transform = MultiResolutionTrainTransform([32], "single", scale)
+    torch.manual_seed(0)
+    areas = [h * w / (90 * 120) for (_, _, h, w), _ in (transform._draw(img) for _ in range(300))]
+    # Integer box sides round the area by up to about one row and one column of pixels.
+    assert scale[0] - 0.03 <= min(areas) and max(areas) <= scale[1] + 0.03
+    if scale[0] == scale[1]:
+        assert max(areas) - min(areas) < 0.06
+    else:  # the whole range is drawn, not one end of it
+        assert min(areas) < scale[0] + 0.1 and max(areas) > scale[1] - 0.1
+
+
 def test_repeated_resolutions():
     img = smooth_asymmetric_image()
     torch.manual_seed(0)

@@ -241,6 +241,28 @@ def test_methods_build_the_layers_their_ablation_names(tiny_job, overrides, swit
     assert sum(isinstance(m, torch.nn.Linear) for m in net.modules()) == 1  # one shared FC
 
 
+@pytest.mark.parametrize("name", ["individual", "parallel", "rsnet", "san"])
+def test_zero_init_residual_starts_every_block_as_its_shortcut(tiny_job, name):
+    """model.zero_init_residual: each block's last BN starts at gamma = 0 in every slot, so the first
+    step's gradient reaches that gamma but not the convs behind it; off, those convs get gradient."""
+    from torchvision.models.resnet import BasicBlock
+    resolutions = [24] if name == "individual" else RES
+    grads = {}
+    for zero in (True, False):
+        method, net = method_and_net(tiny_job, **{"method.name": name, "data.resolutions": resolutions,
+                                                  "model.zero_init_residual": zero})
+        blocks = [m for m in net.modules() if isinstance(m, BasicBlock)]
+        assert len(blocks) == 3
+        assert all((torch.count_nonzero(b.bn2.weight) == 0) == zero for b in blocks)
+        xs, labels = multi_batch()
+        xs = [x for x in xs if x.shape[-1] in resolutions]
+        method.loss(net, net.forward_multi(xs), labels).total.backward()
+        conv2 = [p.grad for b in blocks for n, p in b.conv2.named_parameters() if p.grad is not None]
+        grads[zero] = (max(float(g.abs().max()) for g in conv2), min(float(b.bn2.weight.grad.abs().max()) for b in blocks))
+    assert grads[True][0] == 0 and grads[True][1] > 0
+    assert grads[False][0] > 0
+
+
 @pytest.mark.parametrize("overrides, modes", [
     ({"method.name": "san"}, ["fixed", "proxy", "ideal", "ideal_calib"]),
     ({"method.name": "san", "eval.calibrate": False}, ["fixed", "proxy", "ideal"]),
