@@ -95,6 +95,9 @@ class SyntheticConfig(Section):
     # Share of objects whose stripe orientation lies anywhere between their texture's and the other
     # texture's: ambiguous wherever the stripes decide (the high resolutions), the colour cue untouched.
     ambiguous_texture_fraction: Annotated[Float, Field(ge=0, le=1)] = 0.0
+    # Grey pixel noise, uniform in [-pixel_noise, pixel_noise) on a 0-1 scale, drawn at the image's own
+    # size: downsizing averages it away, so a small input is cleaner than a large one, as a camera's.
+    pixel_noise: Annotated[Float, Field(ge=0, le=0.5)] = 0.05
 
 
 class DataConfig(Section):

@@ -60,8 +60,9 @@ def class_names(num_classes: int) -> list[str]:
 
 def settings(cfg: SyntheticConfig, num_classes: int) -> dict:
     values = cfg.model_dump()
-    if values["ambiguous_texture_fraction"] == 0:  # added later: datasets written before keep their folder
-        del values["ambiguous_texture_fraction"]
+    for key, neutral in (("ambiguous_texture_fraction", 0.0), ("pixel_noise", 0.05)):
+        if values[key] == neutral:  # added later: datasets written before keep their folder
+            del values[key]
     return {**values, "num_classes": num_classes, "format_version": FORMAT_VERSION}
 
 
@@ -157,7 +158,8 @@ def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: Synt
     fg_alt = fg * np.float32(1 - rng.uniform(0.55, 0.8))
 
     # pixel = (1 - coverage) * (bg + ramp) + coverage * (fg + stripes * (fg_alt - fg)) + noise
-    noise = rng.random((h, w), dtype=np.float32) * np.float32(0.1) - np.float32(0.05)  # std 0.03
+    a = cfg.pixel_noise  # uniform in [-a, a): std a / sqrt(3), 0.03 at the default 0.05
+    noise = rng.random((h, w), dtype=np.float32) * np.float32(2 * a) - np.float32(a)
     per_pixel = np.stack([np.ones_like(coverage), ramp * (1 - coverage) + noise, coverage, coverage * stripes], -1)
     colours = np.stack([bg, np.ones(3, np.float32), fg - bg, (fg_alt - fg).astype(np.float32)])
     img = per_pixel @ (colours * 255) + 0.5

@@ -315,6 +315,24 @@ def test_texture_ambiguous_objects_take_orientations_between_the_two_textures():
     assert 0.35 * n < wrong_texture["ambiguous"] < 0.65 * n
 
 
+def test_pixel_noise_scales_the_same_noise_draw():
+    """Images drawn from one stream differ between noise levels by the noise term alone: against a
+    noise-free image, 0.3 gives six times the deviations of the default 0.05, whose std is 0.05 / sqrt(3)."""
+    def draw(noise):
+        cfg = SyntheticConfig(min_size=64, max_size=64, pixel_noise=noise)
+        return draw_image(np.random.default_rng([3, 1]), 4, 10, cfg).astype(np.float64)
+    clean, default, strong = draw(0.0), draw(0.05), draw(0.3)
+    inside = (clean > 80) & (clean < 170)  # no clipping at 0 or 255, even at 0.3 (+-77 grey levels)
+    d_default, d_strong = (default - clean)[inside], (strong - clean)[inside]
+    assert d_default.std() == pytest.approx(255 * 0.05 / np.sqrt(3), rel=0.05)
+    slope = (d_default * d_strong).sum() / (d_default * d_default).sum()
+    assert slope == pytest.approx(6.0, rel=0.02)
+    # Each difference is off by at most one grey level of rounding: 6 x 1 + 1.
+    assert np.abs(d_strong - 6 * d_default).max() <= 7
+    assert default_synthetic_root(SyntheticConfig(pixel_noise=0.05)) == default_synthetic_root(SyntheticConfig())
+    assert default_synthetic_root(SyntheticConfig(pixel_noise=0.3)) != default_synthetic_root(SyntheticConfig())
+
+
 def test_ambiguous_orientation_stays_between_the_texture_and_a_neighbour_on_either_side():
     rng = np.random.default_rng(0)
     offsets = [ambiguous_orientation(rng, 90.0, 90.0) - 90.0 for _ in range(400)]  # in [0, 180)
