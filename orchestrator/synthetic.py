@@ -9,6 +9,8 @@ matrix measures. With ``ambiguous_fraction`` > 0, that share of objects takes a 
 families: hard examples at every resolution, so that top-1 has headroom even at the top. With
 ``ambiguous_texture_fraction`` > 0, that share takes a stripe orientation between two textures instead:
 hard examples for the cue that only the high resolutions see, which leaves the colour cue as it is.
+``pixel_noise`` sets the grey noise drawn at each image's own size: downsizing averages it away, so a
+small input is cleaner than a large one.
 
 Written once as an ImageFolder in ImageNet layout (``root/train/<class>/*.png``, ``root/val/...``),
 atomically, so several processes (Ray workers, parallel trials) may ask for the same root at once.
