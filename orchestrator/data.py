@@ -41,7 +41,7 @@ from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-e
 from jobspec import DataConfig
 from orchestrator.synthetic import default_synthetic_root, write_synthetic_imagefolder
 
-CROP_SCALE = (0.08, 1.0)
+CROP_SCALE = tuple(DataConfig.model_fields["crop_scale"].default)  # the papers' (0.08, 1)
 CROP_RATIO = (3 / 4, 4 / 3)
 EVAL_CROP_FRACTION = 0.875  # resize the shorter side to S / 0.875, then centre crop S
 BILINEAR = F.InterpolationMode.BILINEAR

@@ -34,6 +34,9 @@ from jobspec import SyntheticConfig
 # Bump when the drawing changes: it is part of the settings hash, so old data is never reused.
 FORMAT_VERSION = 3
 MARKER = ".complete"
+# Settings that came after data folders were first named: they enter the folder's hash only when set
+# away from their defaults, which draw the images as before.
+ADDED_AFTER_FOLDERS = ("ambiguous_texture_fraction", "pixel_noise")
 SHAPES = ("disc", "square", "triangle", "cross", "ring")  # drawn at random: a nuisance, not a class cue
 # The coarse class cue, visible at any resolution: the object's colour family (hue, 0-1).
 HUES = {"red": 0.0, "yellow": 0.16, "green": 0.33, "blue": 0.6, "purple": 0.8}
@@ -62,8 +65,8 @@ def class_names(num_classes: int) -> list[str]:
 
 def settings(cfg: SyntheticConfig, num_classes: int) -> dict:
     values = cfg.model_dump()
-    for key, neutral in (("ambiguous_texture_fraction", 0.0), ("pixel_noise", 0.05)):
-        if values[key] == neutral:  # added later: datasets written before keep their folder
+    for key in ADDED_AFTER_FOLDERS:  # at their defaults, datasets written before keep their folder
+        if values[key] == SyntheticConfig.model_fields[key].default:
             del values[key]
     return {**values, "num_classes": num_classes, "format_version": FORMAT_VERSION}
 

@@ -513,7 +513,7 @@ def test_keys_added_later_keep_the_hashes_of_existing_jobs():
 
 @pytest.mark.parametrize("scale", [[0.5, 0.2], [0.0, 1.0], [0.3, 1.5], [0.3]])
 def test_crop_scale_must_be_an_area_range(scale):
-    with pytest.raises(ConfigError, match=re.escape(f"data.crop_scale must be [min, max] area fractions")):
+    with pytest.raises(ConfigError, match=re.escape("data.crop_scale must be [min, max] area fractions")):
         job_from_dict({"data": {"crop_scale": scale}}).validate()
 
 

@@ -347,6 +347,12 @@ def test_texture_ambiguity_is_other_data():
         JobConfig.parse({"data": {"synthetic": {"ambiguous_texture_fraction": 2.0}}})
 
 
+@pytest.mark.parametrize("noise, fix", [(-0.1, "must be >= 0, got -0.1"), (0.8, "must be <= 0.5, got 0.8")])
+def test_pixel_noise_out_of_range_is_a_config_error(noise, fix):
+    with pytest.raises(ConfigError, match=re.escape(f"data.synthetic.pixel_noise {fix}")):
+        JobConfig.parse({"data": {"synthetic": {"pixel_noise": noise}}})
+
+
 def test_default_synthetic_root(monkeypatch, tmp_path):
     monkeypatch.delenv("RESOLAB_HOME", raising=False)
     project = Path(__file__).resolve().parent.parent

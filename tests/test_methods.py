@@ -257,7 +257,7 @@ def test_zero_init_residual_starts_every_block_as_its_shortcut(tiny_job, name):
         xs, labels = multi_batch()
         xs = [x for x in xs if x.shape[-1] in resolutions]
         method.loss(net, net.forward_multi(xs), labels).total.backward()
-        conv2 = [p.grad for b in blocks for n, p in b.conv2.named_parameters() if p.grad is not None]
+        conv2 = [p.grad for b in blocks for p in b.conv2.parameters() if p.grad is not None]
         grads[zero] = (max(float(g.abs().max()) for g in conv2), min(float(b.bn2.weight.grad.abs().max()) for b in blocks))
     assert grads[True][0] == 0 and grads[True][1] > 0
     assert grads[False][0] > 0
