@@ -26,7 +26,7 @@ ADDED_LATER = {"eval.gap_cdf": False, "train.schedule": "cosine", "train.milesto
                "model.weight_bits": 32, "model.act_bits": 32, "model.act_basis": "shared",
                "model.zero_init_residual": False, "data.crop_scale": [0.08, 1.0],
                "data.synthetic.ambiguous_fraction": 0.0, "data.synthetic.ambiguous_texture_fraction": 0.0,
-               "data.synthetic.pixel_noise": 0.05}
+               "data.synthetic.pixel_noise": 0.05, "data.synthetic.stripe_period": [0.9, 1.1]}
 NOT_TRAINING = ("eval",)  # how a trained model is evaluated: not part of what was trained
 
 

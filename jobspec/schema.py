@@ -98,6 +98,10 @@ class SyntheticConfig(Section):
     # Grey pixel noise, uniform in [-pixel_noise, pixel_noise) on a 0-1 scale, drawn at the image's own
     # size: downsizing averages it away, so a small input is cleaner than a large one, as a camera's.
     pixel_noise: Annotated[Float, Field(ge=0, le=0.5)] = 0.05
+    # Range of the stripe period, in units of the base period (1/12 of the image's shorter side), drawn
+    # uniformly per image. Coarser stripes stay visible at lower resolutions: a range reaching above 1
+    # grades the cue from the coarse images, readable small, to the fine ones, readable only large.
+    stripe_period: list[Float] = [0.9, 1.1]
 
 
 class DataConfig(Section):
@@ -233,6 +237,10 @@ class JobConfig(Section):
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
             raise ConfigError(f"data.crop_scale must be [min, max] area fractions with 0 < min <= max <= 1, got {scale}; "
                               "the papers use [0.08, 1.0]")
+        period = self.data.synthetic.stripe_period
+        if len(period) != 2 or not 0.5 <= period[0] <= period[1] <= 4:
+            raise ConfigError(f"data.synthetic.stripe_period must be [min, max] with 0.5 <= min <= max <= 4 "
+                              f"(units of 1/12 of the image's shorter side), got {period}; the default is [0.9, 1.1]")
         if self.data.synthetic.min_size > self.data.synthetic.max_size:
             raise ConfigError("data.synthetic.min_size must be <= data.synthetic.max_size")
         return self

@@ -10,7 +10,9 @@ families: hard examples at every resolution, so that top-1 has headroom even at 
 ``ambiguous_texture_fraction`` > 0, that share takes a stripe orientation between two textures instead:
 hard examples for the cue that only the high resolutions see, which leaves the colour cue as it is.
 ``pixel_noise`` sets the grey noise drawn at each image's own size: downsizing averages it away, so a
-small input is cleaner than a large one.
+small input is cleaner than a large one. ``stripe_period`` sets the range of stripe periods (in units of
+the base period): a range reaching above 1 makes coarse stripes, readable at lower resolutions, part of
+the texture cue, so the accuracy a resolution reaches grows with it step by step.
 
 Written once as an ImageFolder in ImageNet layout (``root/train/<class>/*.png``, ``root/val/...``),
 atomically, so several processes (Ray workers, parallel trials) may ask for the same root at once.
@@ -36,7 +38,7 @@ FORMAT_VERSION = 3
 MARKER = ".complete"
 # Settings that came after data folders were first named: they enter the folder's hash only when set
 # away from their defaults, which draw the images as before.
-ADDED_AFTER_FOLDERS = ("ambiguous_texture_fraction", "pixel_noise")
+ADDED_AFTER_FOLDERS = ("ambiguous_texture_fraction", "pixel_noise", "stripe_period")
 SHAPES = ("disc", "square", "triangle", "cross", "ring")  # drawn at random: a nuisance, not a class cue
 # The coarse class cue, visible at any resolution: the object's colour family (hue, 0-1).
 HUES = {"red": 0.0, "yellow": 0.16, "green": 0.33, "blue": 0.6, "purple": 0.8}
@@ -153,7 +155,7 @@ def draw_image(rng: np.random.Generator, label: int, num_classes: int, cfg: Synt
     if cfg.ambiguous_texture_fraction > 0 and rng.random() < cfg.ambiguous_texture_fraction:
         texture = ambiguous_orientation(rng, texture, spacing)  # drawn only when > 0: other images stay
     phi = np.deg2rad(texture + rng.uniform(-spacing / 5, spacing / 5))
-    period = side * STRIPE_PERIOD * rng.uniform(0.9, 1.1)
+    period = side * STRIPE_PERIOD * rng.uniform(*cfg.stripe_period)
     across = -np.sin(phi) * x + np.cos(phi) * y  # coordinate across the stripes (y for phi = 0)
     stripes = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi / period) * across + np.float32(rng.uniform(0, 2 * np.pi)))
     # Object colour: the class's hue (+-0.03), saturated; the second stripe colour is a darker shade.

@@ -503,11 +503,11 @@ def test_keys_added_later_keep_the_hashes_of_existing_jobs():
     step = {"train": {"schedule": "step", "milestones": [30, 60]}}
     assert config_hash(job_from_dict(step)) != config_hash(job_from_dict({}))
     # Written out at their neutral values, later keys leave the hash alone; set away from them, they move it.
-    neutral = {"data": {"crop_scale": [0.08, 1.0], "synthetic": {"pixel_noise": 0.05}},
+    neutral = {"data": {"crop_scale": [0.08, 1.0], "synthetic": {"pixel_noise": 0.05, "stripe_period": [0.9, 1.1]}},
                "model": {"zero_init_residual": False}}
     assert config_hash(job_from_dict(neutral)) == "76b6ecab7b66"
     for changed in ({"data": {"crop_scale": [0.35, 1.0]}}, {"model": {"zero_init_residual": True}},
-                    {"data": {"synthetic": {"pixel_noise": 0.3}}}):
+                    {"data": {"synthetic": {"pixel_noise": 0.3}}}, {"data": {"synthetic": {"stripe_period": [1.0, 2.0]}}}):
         assert config_hash(job_from_dict(changed)) != "76b6ecab7b66"
 
 

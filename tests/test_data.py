@@ -333,6 +333,39 @@ def test_pixel_noise_scales_the_same_noise_draw():
     assert default_synthetic_root(SyntheticConfig(pixel_noise=0.3)) != default_synthetic_root(SyntheticConfig())
 
 
+def stripe_cycles(img: np.ndarray) -> float:
+    """Cycles of the stripes per image side (square images): the radius of the grey image's strongest
+    spatial frequency above 4 cycles (below that lie the object's outline and the background ramp)."""
+    grey = img.astype(np.float32).mean(-1)
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean())))
+    half = grey.shape[0] // 2
+    ky, kx = np.mgrid[-half:grey.shape[0] - half, -half:grey.shape[1] - half]
+    radius = np.hypot(kx, ky)
+    return float(radius.flat[np.argmax(np.where(radius > 4, spectrum, 0))])
+
+
+def test_stripe_period_sets_the_range_of_stripe_frequencies():
+    """The default draws periods of 1/12 of the side +-10 % (12 cycles per side); [2, 2] doubles every
+    period (6 cycles); [1, 2] spreads the periods over that whole range."""
+    def cycles(period):
+        cfg = SyntheticConfig(min_size=96, max_size=96, pixel_noise=0.0, stripe_period=period)
+        return np.array([stripe_cycles(draw_image(np.random.default_rng([5, i]), i % 10, 10, cfg)) for i in range(60)])
+    default, coarse, graded = cycles([0.9, 1.1]), cycles([2.0, 2.0]), cycles([1.0, 2.0])
+    assert np.median(default) == pytest.approx(12, abs=1)
+    assert np.median(coarse) == pytest.approx(6, abs=0.6)
+    assert np.mean(np.abs(coarse - 6) <= 1) > 0.9
+    assert graded.min() <= 7 and graded.max() >= 11  # both ends of [1, 2] x 1/12: 12 down to 6 cycles
+    assert 7.5 < np.median(graded) < 10.5  # 8 cycles at the median period of 1.5 / 12
+    assert default_synthetic_root(SyntheticConfig(stripe_period=[0.9, 1.1])) == default_synthetic_root(SyntheticConfig())
+    assert default_synthetic_root(SyntheticConfig(stripe_period=[1.0, 2.0])) != default_synthetic_root(SyntheticConfig())
+
+
+@pytest.mark.parametrize("period", [[1.5, 1.0], [0.2, 1.0], [1.0, 6.0], [1.0]])
+def test_stripe_period_must_be_a_range_of_base_periods(period):
+    with pytest.raises(ConfigError, match=re.escape("data.synthetic.stripe_period must be [min, max] with 0.5 <= min")):
+        JobConfig.parse({"data": {"synthetic": {"stripe_period": period}}}).validate()
+
+
 def test_ambiguous_orientation_stays_between_the_texture_and_a_neighbour_on_either_side():
     rng = np.random.default_rng(0)
     offsets = [ambiguous_orientation(rng, 90.0, 90.0) - 90.0 for _ in range(400)]  # in [0, 180)
