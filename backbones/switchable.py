@@ -167,10 +167,11 @@ class MetaConv2d(Switchable, _ConvGeometry):
 
     hidden == 0: W = b + eps * w, two tensors of the kernel's shape (SAN eq. 2).
     hidden > 0:  W = b + U relu(V eps + c), an MLP with ``hidden`` units (SAN Table 5).
-    Initialisation: b takes the usual conv init and the eps-dependent part (w, or U) starts at zero, so
-    at step 0 every resolution sees a normally initialised kernel (the reference code's U(-1, 1) init
-    of the meta layers gives kernels far off the usual scale). The MLP's hidden units start alive at
-    every training eps (``_place_kinks_``); ``eps_min`` is the smallest training resolution's eps.
+    Initialisation: b takes the wrapped conv's kernel (the backbone's usual init) and the eps-dependent
+    part (w, or U) starts at zero, so at step 0 every resolution sees that normally initialised kernel
+    (the reference code's U(-1, 1) init of the meta layers gives kernels far off the usual scale). The
+    MLP's hidden units start alive at every training eps (``_place_kinks_``); ``eps_min`` is the
+    smallest training resolution's eps.
     The kernel is generated once per forward call, i.e. once per step per resolution, never per sample,
     and once more in the backward instead of being kept (``_conv_regenerating_kernel``).
     """
@@ -179,7 +180,10 @@ class MetaConv2d(Switchable, _ConvGeometry):
         super().__init__(conv)
         self.hidden = hidden
         numel = conv.weight.numel()
-        self.base = nn.Parameter(_conv_init_(torch.empty(self.weight_shape)))
+        # b starts as the wrapped conv's own kernel, not a fresh draw: at a given seed, SAN then starts
+        # from the very network that the shared-conv models (parallel, RS-Net) start from, so that a
+        # per-seed comparison of the methods is a paired one.
+        self.base = nn.Parameter(conv.weight.detach().clone())
         if hidden == 0:
             self.scale = nn.Parameter(torch.zeros(self.weight_shape))
         else:

@@ -270,15 +270,38 @@ def test_meta_conv_mlp_matches_hand_computation():
 def test_meta_conv_init_gives_usual_kaiming_scale(hidden):
     torch.manual_seed(0)
     conv = nn.Conv2d(64, 128, 3, padding=1, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # as every backbone does
     meta = MetaConv2d(conv, hidden=hidden)
     expected_std = (2.0 / (128 * 9)) ** 0.5  # kaiming normal, fan_out, relu
     assert init_std(conv) == pytest.approx(expected_std)
+    assert torch.equal(meta.base, conv.weight)  # b is the wrapped conv's own kernel, not a new draw
     for eps in (0.7, 0.3):
         kernel = meta.generate(eps)
         assert kernel.std().item() == pytest.approx(expected_std, rel=0.05)
         assert kernel.abs().max() < 0.5  # nowhere near U(-1, 1)
     # the eps-dependent part starts at zero: every resolution sees the same kernel at step 0
     torch.testing.assert_close(meta.generate(0.7), meta.generate(0.3))
+
+
+@pytest.mark.parametrize("backbone", ["resnet_tiny", "mobilenet_v2"])
+def test_san_starts_from_the_shared_conv_network_of_the_same_seed(backbone):
+    """At one seed, a SAN net (meta convs) and a parallel net (shared convs) are the same function at
+    step 0, at every resolution: a per-seed comparison of the methods is a paired one. The meta nets'
+    own draws (an MLP's hidden layer) come after every backbone draw, so they change nothing else."""
+    nets = {}
+    for convs in ("plain", "meta"):
+        torch.manual_seed(3)
+        nets[convs] = build_net(backbone, 10, RES, small_input=True, width=4, convs=convs, meta_hidden=4).eval()
+    kernels = [m.weight for m in nets["plain"].modules() if type(m) is nn.Conv2d]
+    metas = [m for m in nets["meta"].modules() if isinstance(m, MetaConv2d)]
+    assert len(kernels) == len(metas)
+    for kernel, meta in zip(kernels, metas):
+        torch.testing.assert_close(meta.generate(scale_encoding(16)), kernel, rtol=0, atol=0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for r in RES:
+            xr = F.interpolate(x, size=r, mode="bilinear", antialias=True)
+            torch.testing.assert_close(nets["meta"](xr, resolution=r), nets["plain"](xr, resolution=r))
 
 
 def test_meta_convs_everywhere_with_usual_init():
