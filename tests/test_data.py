@@ -282,13 +282,19 @@ def test_ambiguous_hue_stays_on_the_short_arc_to_a_neighbour():
         assert sides == {"left", "right"}  # red (0.0) also goes round to purple (0.8)
 
 
-def stripe_angle(img: np.ndarray) -> float:
-    """The stripes' orientation in degrees (mod 180): the strongest spatial frequency near the stripe
-    frequency (12 cycles per image side, +-10 %) of the grey image; its wave vector is across the stripes."""
+def grey_spectrum(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """|FFT| of a square image's grey level, centred, with each bin's wave vector (kx, ky) in cycles per side."""
     grey = img.astype(np.float32).mean(-1)
     spectrum = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean())))
     half = grey.shape[0] // 2
     ky, kx = np.mgrid[-half:grey.shape[0] - half, -half:grey.shape[1] - half]
+    return spectrum, kx, ky
+
+
+def stripe_angle(img: np.ndarray) -> float:
+    """The stripes' orientation in degrees (mod 180): the strongest spatial frequency near the stripe
+    frequency (12 cycles per image side, +-10 %) of the grey image; its wave vector is across the stripes."""
+    spectrum, kx, ky = grey_spectrum(img)
     band = (np.hypot(kx, ky) > 9) & (np.hypot(kx, ky) < 15)
     peak = np.argmax(np.where(band, spectrum, 0))
     return (np.degrees(np.arctan2(ky.flat[peak], kx.flat[peak])) - 90.0) % 180.0
@@ -336,10 +342,7 @@ def test_pixel_noise_scales_the_same_noise_draw():
 def stripe_cycles(img: np.ndarray) -> float:
     """Cycles of the stripes per image side (square images): the radius of the grey image's strongest
     spatial frequency above 4 cycles (below that lie the object's outline and the background ramp)."""
-    grey = img.astype(np.float32).mean(-1)
-    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean())))
-    half = grey.shape[0] // 2
-    ky, kx = np.mgrid[-half:grey.shape[0] - half, -half:grey.shape[1] - half]
+    spectrum, kx, ky = grey_spectrum(img)
     radius = np.hypot(kx, ky)
     return float(radius.flat[np.argmax(np.where(radius > 4, spectrum, 0))])
 
