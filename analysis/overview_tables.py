@@ -113,11 +113,11 @@ def quickstart(runs, commands=(), digits=1, *, predictions=None, ci=None) -> Tab
                            predictions, ci)
     for backbone in backbones(ctx.runs):
         # Top-1 only: on the built-in data (10 classes in 5 colour families) every model that sees colour
-        # has top-5 = 100 %, so a top-5 column would say nothing; rsnets_table2 renders it for real data.
+        # has top-5 near 100 %, so a top-5 column would say nothing; rsnets_table2 renders it for real data.
         panel = table2_panel(ctx, backbone, with_san=True, top5=False)
         if panel is None:
             continue
-        ctx.notes.add("Top-5 is left out of this table (it is 100 % for every model on the built-in data); "
+        ctx.notes.add("Top-5 is left out of this table (near 100 % for every model on the built-in data); "
                       "`make_tables.py rsnets_table2` shows it.")
         table.panels.append(panel)
         matrix_ctx = Context(ctx.runs, ctx.notes, max(digits, 2))

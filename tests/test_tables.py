@@ -456,7 +456,7 @@ def test_quickstart_prints_real_numbers(capsys, store_uri):
     out = table_md(capsys, store_uri, "quickstart")
     madds = describe(job_config("individual", validate=False), 10)["madds"]
     assert "| Resolution | MAdds | I-Nets (base) | I-32 | Parallel | RS-Net | SAN |" in out
-    # top-1 only (top-5 is 100 % for every model on the built-in data): the note says so
+    # top-1 only (top-5 is near 100 % for every model on the built-in data): the note says so
     assert f"| 32×32 | {format_madds(madds['32'])} | 56.0 | 56.0 | 57.0 (+1.0) | 58.0 (+2.0) | 59.0 (+3.0) |" in out
     assert "Top-5 is left out of this table" in out and "76.0" not in out.split("Total Params")[0]
     # I-32 at 24: 56 - 4 = 52 = I-24 itself
