@@ -179,7 +179,6 @@ class MetaConv2d(Switchable, _ConvGeometry):
     def __init__(self, conv: nn.Conv2d, hidden: int = 0, eps_min: float = scale_encoding(96)):
         super().__init__(conv)
         self.hidden = hidden
-        numel = conv.weight.numel()
         # b starts as the wrapped conv's own kernel, not a fresh draw: at a given seed, SAN then starts
         # from the very network that the shared-conv models (parallel, RS-Net) start from, so that a
         # per-seed comparison of the methods is a paired one.
@@ -188,7 +187,7 @@ class MetaConv2d(Switchable, _ConvGeometry):
             self.scale = nn.Parameter(torch.zeros(self.weight_shape))
         else:
             self.hidden_layer = _place_kinks_(nn.Linear(1, hidden), eps_min)
-            self.out = nn.Parameter(torch.zeros(numel, hidden))
+            self.out = nn.Parameter(torch.zeros(conv.weight.numel(), hidden))
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
 
     def generate(self, eps: float) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.models.resnet import BasicBlock
 
 from analysis.matrix import ADAPTIVE_ROW, evaluate_matrix
 from backbones import MetaConv2d, PrivateConv2d, SwitchableBatchNorm2d, build_net, materialize, recalibrate_bn
@@ -245,7 +246,6 @@ def test_methods_build_the_layers_their_ablation_names(tiny_job, overrides, swit
 def test_zero_init_residual_starts_every_block_as_its_shortcut(tiny_job, name):
     """model.zero_init_residual: each block's last BN starts at gamma = 0 in every slot, so the first
     step's gradient reaches that gamma but not the convs behind it; off, those convs get gradient."""
-    from torchvision.models.resnet import BasicBlock
     resolutions = [24] if name == "individual" else RES
     grads = {}
     for zero in (True, False):
