@@ -15,14 +15,31 @@ from methods import build_method
 BITS_PER_FLOAT = 32
 
 
+def validated(cfg: JobConfig) -> JobConfig:
+    """``cfg`` checked as the jobs it describes would be. An I-Net set (``individual`` over several
+    resolutions) is no one job, a suite expands it into one job per resolution, so each of those
+    one-resolution configs is validated in its place; any other config is validated as it is."""
+    resolutions = list(cfg.data.resolutions)
+    if cfg.method.name != "individual" or len(resolutions) < 2:
+        return cfg.validate()
+    if resolutions != sorted(resolutions, reverse=True):
+        cfg.validate()  # its ConfigError says how to order them
+    tree = cfg.to_dict()
+    for r in resolutions:
+        JobConfig.parse({**tree, "data": {**tree["data"], "resolutions": [r]}}).validate()
+    return cfg
+
+
 def describe(cfg: JobConfig, num_classes: int) -> dict:
-    """A set of I-Nets counts all its models (one per resolution); one switchable model counts once."""
+    """A set of I-Nets counts all its models (one per resolution); one switchable model counts once.
+    ``model_params`` holds each model's own count (one entry for a switchable model)."""
     resolutions = list(cfg.data.resolutions)
     individual = cfg.method.name == "individual"
     models = []
     for res in (resolutions if individual else [None]):
         models.append((res, build_method(cfg.method, cfg.model, [res] if res else resolutions).build(num_classes)))
-    total = sum(count_params(net) for _, net in models)
+    model_params = [count_params(net) for _, net in models]
+    total = sum(model_params)
     madds = {}
     for r in resolutions:
         net = next(n for res, n in models if res in (None, r))
@@ -30,6 +47,7 @@ def describe(cfg: JobConfig, num_classes: int) -> dict:
     nets = [net for _, net in models]
     return {"backbone": cfg.model.backbone, "method": cfg.method.name, "resolutions": resolutions,
             "num_classes": num_classes, "models": len(models), "total_params": total,
+            "model_params": model_params,
             "total_params_M": round(total / 2**20, 2), "madds": madds,
             "weight_bits": cfg.model.weight_bits, "act_bits": cfg.model.act_bits,
             "storage_bits": round(storage_bits(cfg.model.weight_bits, len(models)), 2),
@@ -37,7 +55,7 @@ def describe(cfg: JobConfig, num_classes: int) -> dict:
 
 
 def storage_bits(weight_bits: int, models: int) -> float:
-    """Bits per quantized conv weight a set of ``models`` needs (RS-Nets §4.3 and its footnote 4).
+    """Bits per quantized conv weight a set of ``models`` needs (RS-Nets §4.1/§4.2 and footnote 4).
 
     A K-bit channel holds 2^K values. Models trained apart have their own bases, so a set of n of them
     holds n · 2^K distinct values per channel position: log2(n · 2^K) bits (five 2-bit I-Nets: log2(20)

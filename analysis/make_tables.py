@@ -3,7 +3,7 @@
     python analysis/make_tables.py                      # every table whose suite has runs
     python analysis/make_tables.py rsnets_table2 --format latex --out tables/
     python analysis/make_tables.py quickstart --suite my_suite --no-log
-    python analysis/make_tables.py rsnets_table2 --ci   # 95% paired-bootstrap intervals on the gains
+    python analysis/make_tables.py rsnets_table2 --ci   # 95% bootstrap intervals (seeds, images) on the gains
     python analysis/make_tables.py --list
 
 Reads FINISHED job runs (tag resolab.kind = job) of each table's suite (= MLflow experiment), newest
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-log", action="store_true", help="do not log the tables to the suite's parent run")
     parser.add_argument("--digits", type=int, help="decimals of accuracies (default: 2 for SAN tables, 1 for RS-Nets)")
     parser.add_argument("--list", action="store_true", help="list the known tables and the suites they read")
-    parser.add_argument("--ci", action="store_true", help="add a 95%% paired-bootstrap interval over validation images "
+    parser.add_argument("--ci", action="store_true", help="add a 95%% bootstrap interval over seeds and validation images "
                                                           "to every top-1 gain over I-Nets (needs per-image predictions)")
     parser.add_argument("--ci-resamples", type=_resample_count, default=1000, metavar="N",
                         help="bootstrap resamples, at least 100 (default 1000)")

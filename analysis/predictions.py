@@ -26,6 +26,7 @@ import pandas as pd
 PREDICTIONS_NAME = "predictions.parquet"
 IMAGE, LABEL = "image", "label"
 ADAPTIVE_ROW = 0  # the row of an adaptive mode; analysis.matrix takes it from here
+SEED_PARAM = "params.train.seed"  # a run's seed, as make_tables' run frames hold it
 
 Cell = tuple[str, int, int]  # (mode, row, test_res)
 PredictionsOf = Callable[[str], "pd.DataFrame | None"]  # run id -> its predictions frame, None if it has none
@@ -128,8 +129,25 @@ def paired(a: pd.DataFrame | None, b: pd.DataFrame | None) -> tuple[np.ndarray, 
     return None if common is None else (common[0]["correct"].to_numpy(), common[1]["correct"].to_numpy())
 
 
-def group_correct(group: pd.DataFrame | None, predictions_of: PredictionsOf | None, cell: Cell) -> pd.DataFrame | None:
-    """Correctness of one cell averaged over the runs (seeds) of ``group``, a frame of runs with ``run_id``."""
+def seeds_correct(group: pd.DataFrame | None, predictions_of: PredictionsOf | None, cell: Cell) -> list[pd.DataFrame] | None:
+    """One correctness frame per run (seed) of ``group``, kept apart for a bootstrap that resamples seeds,
+    in ascending ``train.seed`` (so that the bootstrap's draws map to seeds reproducibly); None if any
+    run lacks the cell."""
     if group is None or predictions_of is None:
         return None
-    return mean_correct(cell_correct(predictions_of(run_id), cell) for run_id in group["run_id"])
+    if SEED_PARAM in group:
+        group = group.iloc[np.argsort(pd.to_numeric(group[SEED_PARAM], errors="coerce").to_numpy(), kind="stable")]
+    parts = [cell_correct(predictions_of(run_id), cell) for run_id in group["run_id"]]
+    return None if not parts or any(part is None for part in parts) else parts
+
+
+def paired_seeds(a: list[pd.DataFrame] | None, b: list[pd.DataFrame] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Correctness (seeds × images) of every seed of ``a`` and of ``b`` on the same images, in the same
+    order; None when they cannot be paired."""
+    if not a or not b:
+        return None
+    common = _common([*a, *b])
+    if common is None:
+        return None
+    return (np.stack([part["correct"].to_numpy() for part in common[:len(a)]]),
+            np.stack([part["correct"].to_numpy() for part in common[len(a):]]))

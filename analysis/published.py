@@ -23,6 +23,9 @@ class Published:
     metric: str  # e.g. "top1" (%)
     numbers: tuple[tuple[float, float], ...]  # (axis value, metric); a value the table leaves blank is absent
     model_size: str = ""  # as the table's "Model Size" row prints it
+    # Decimals the source prints; a quoted number keeps them whatever the table's own precision (SAN
+    # Table 7 prints its SAN row with two decimals and FixRes' with one: "78.1", never "78.10").
+    decimals: int = 1
 
     @property
     def label(self) -> str:
@@ -30,6 +33,11 @@ class Published:
 
     def at(self, key: float) -> float | None:
         return dict(self.numbers).get(key)
+
+    def text(self, key: float) -> str | None:
+        """The number at ``key`` as the source prints it, or None where it has none."""
+        value = self.at(key)
+        return None if value is None else f"{value:.{self.decimals}f}"
 
     def keys(self) -> list[float]:
         return [key for key, _ in self.numbers]

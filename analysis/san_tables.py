@@ -136,7 +136,7 @@ def san_table7(runs, commands=(), digits=2) -> Table:
         panel.header[0] = "model \\ test"
         quoted = published.rows("SAN", "Table 7", backbone)
         for row in quoted:
-            panel.rows.append(_published_row(row, panel.header[1:], ctx.digits))
+            panel.rows.append(_published_row(row, panel.header[1:]))
             ctx.notes.add(row.footnote())
         if quoted:
             _mark_column_best(panel)
@@ -145,9 +145,10 @@ def san_table7(runs, commands=(), digits=2) -> Table:
     return finish_table(table, ctx)
 
 
-def _published_row(row: published.Published, columns: list[str], digits: int) -> list[Cell]:
-    values = [row.at(int(column)) for column in columns]
-    return [Cell(row.label), *(Cell(MISSING if v is None else format_fixed(v, digits)) for v in values)]
+def _published_row(row: published.Published, columns: list[str]) -> list[Cell]:
+    """As published (one decimal for FixRes), not at the table's --digits: a quoted number gains no digits."""
+    texts = [row.text(int(column)) for column in columns]
+    return [Cell(row.label), *(Cell(MISSING if t is None else t) for t in texts)]
 
 
 def _mark_column_best(panel: Panel) -> None:

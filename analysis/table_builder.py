@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.bootstrap import Bootstrap
-from analysis.predictions import Cell as MatrixCell, PredictionsOf, group_correct, paired
+from analysis.predictions import Cell as MatrixCell, PredictionsOf, paired_seeds, seeds_correct
 from analysis.report import FIXED_MODE, proxy_row
 from analysis.runs import inet_row, match, prepare_runs, resolution_kind, seed_groups, value
 from analysis.table_model import MISSING, PROXY_LEGEND, Cell, Notes, Panel, Stat, Table, format_signed
@@ -94,11 +94,11 @@ class Context:
 
     def gain_text(self, top1: Stat, base: Stat, group, cell: MatrixCell, base_group, base_cell: MatrixCell) -> str:
         """`` (+2.0)``: the top-1 gain of ``group``'s cell over ``base_group``'s (the I-Net); with --ci
-        `` (+2.0 [+1.6, +2.4])``, its paired-bootstrap interval over the validation images."""
+        `` (+2.0 [+1.6, +2.4])``, its bootstrap interval over seeds and validation images."""
         text = format_signed(top1.mean - base.mean, self.digits)
         if self.bootstrap is not None:
-            pair = paired(group_correct(group, self.predictions, cell),
-                          group_correct(base_group, self.predictions, base_cell))
+            pair = paired_seeds(seeds_correct(group, self.predictions, cell),
+                                seeds_correct(base_group, self.predictions, base_cell))
             if pair is None:
                 self.notes.add(NO_PREDICTIONS_NOTE)
             else:

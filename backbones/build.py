@@ -2,7 +2,7 @@
 
 It is the one entry point: it picks a backbone from ``catalog.BACKBONES`` (a one-line
 registry), injects shared or private (switchable) BN through torchvision's ``norm_layer`` hook, optionally swaps every conv
-for a SAN meta conv or a privatized conv, or quantizes convs and activations (LQ-Nets), and wraps the result in a ``MultiResolutionNet``. The FC
+for a SAN meta conv (the stem too unless ``meta_stem=False``) or a privatized conv, or quantizes convs and activations (LQ-Nets), and wraps the result in a ``MultiResolutionNet``. The FC
 layer is always shared.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ CONVS = ("plain", "meta", "private")
 
 
 def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn: str = "private",
-              convs: str = "plain", meta_hidden: int = 0, small_input: bool = False,
+              convs: str = "plain", meta_hidden: int = 0, meta_stem: bool = True, small_input: bool = False,
               width: int = 16, width_mult: float = 1.0, dropout: float = 0.0, weight_bits: int = FULL_PRECISION,
               act_bits: int = FULL_PRECISION, act_basis: str = "shared",
               zero_init_residual: bool = False) -> MultiResolutionNet:
@@ -44,7 +44,7 @@ def build_net(backbone: str, num_classes: int, resolutions: Sequence[int], *, bn
     model = builder(num_classes=num_classes, norm_layer=norm_layer, small_input=small_input, width=width,
                     width_mult=width_mult, dropout=dropout, zero_init_residual=zero_init_residual)
     if convs == "meta":
-        to_meta_convs(model, hidden=meta_hidden, eps_min=scale_encoding(min(resolutions)))
+        to_meta_convs(model, hidden=meta_hidden, eps_min=scale_encoding(min(resolutions)), stem=meta_stem)
     elif convs == "private":
         to_private_convs(model, num_slots=slots)
     # After torchvision's init (the weight basis starts from the initialised weights' scale).

@@ -30,7 +30,7 @@ BACKBONES: dict[str, Backbone] = {
 
 ALWAYS_READ = ("backbone", "small_input", "weight_bits")
 
-# Quantization (RS-Nets §4.3, LQ-Nets): K bits with a learned basis; 32 = full precision ("W2/A32").
+# Quantization (RS-Nets §4.1/§4.2, LQ-Nets): K bits with a learned basis; 32 = full precision ("W2/A32").
 FULL_PRECISION = 32
 BIT_CHOICES = (1, 2, 3, 4, 5, 6, 7, 8, FULL_PRECISION)
 Bits = Literal[BIT_CHOICES]  # type: ignore[valid-type]

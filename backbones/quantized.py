@@ -1,4 +1,4 @@
-"""LQ-Nets' learned quantizers (Zhang et al., ECCV 2018), as the quantized RS-Nets use them (RS-Nets §4.3).
+"""LQ-Nets' learned quantizers (Zhang et al., ECCV 2018), as the quantized RS-Nets use them (RS-Nets §4.1/§4.2).
 
 A K-bit quantizer has a basis v (K numbers) and 2^K levels vᵀb: b ∈ {−1, 1}^K for weights (one basis
 per output channel), b ∈ {0, 1}^K for activations (one basis per quantizer, or per resolution). A value
@@ -8,7 +8,8 @@ is quantized to its nearest level; the basis is fitted to the values by least sq
   straight-through estimator to the full-precision weight (dL/dw = dL/dq). The basis is fitted by
   quantization error minimisation (QEM): optimal codes for the basis, then the least-squares basis for
   the codes. As LQ-Nets' and the RS-Nets reference code (yikaiw/RS-Nets ``quantization/``) do, one QEM
-  iteration runs per training step and its basis enters by a moving average (0.9 old + 0.1 new).
+  iteration runs per training step and its basis enters by a moving average (0.9 old + 0.1 new,
+  zero-debiased as TensorFlow's ``assign_moving_average`` that both use: see ``debiased_blend_``).
   ``refit`` does that once per step, before the forward at every resolution (``MultiResolutionNet.
   forward_multi``), so all resolutions of a step see identical quantized weights. Deviation: the
   reference adds one moving-average op per resolution (its graph is built once per resolution), so an
@@ -23,6 +24,10 @@ Both least-squares fits add a ridge δ = 1e-4 towards the current basis, (BᵀB 
 as the reference's weight quantizer does: it keeps a basis component whose code never occurs in the
 batch where it was, instead of a singular solve. The reference's activation fit has no ridge (and
 divides by zero on such a batch); with BᵀB counting thousands of values, δ moves nothing else.
+
+Each basis counts its updates (buffer ``basis_updates``, saved with the weights) for the debiasing. A
+state dict from before the counter loads with it at ``SETTLED_UPDATES``: its basis was averaged without
+debiasing for however long it trained, and goes on at the plain 0.9 / 0.1 rate.
 """
 from __future__ import annotations
 
@@ -36,8 +41,9 @@ from .catalog import ACT_BASIS_CHOICES as BASIS_MODES
 from .switchable import Switchable
 
 NORM_PPF_0_75 = 0.6745  # 75th percentile of N(0, 1): LQ-Nets' initial basis scale
-MOVING_AVERAGE = 0.9  # basis <- 0.9 * basis + 0.1 * least-squares basis (reference MOVING_AVERAGES_FACTOR)
+MOVING_AVERAGE = 0.9  # basis <- 0.9 basis + 0.1 least-squares basis, zero-debiased (reference MOVING_AVERAGES_FACTOR)
 RIDGE = 1e-4  # reference EPS
+SETTLED_UPDATES = 1000  # 0.9^1000 underflows: the debiased average is then the plain one
 
 
 def bit_codes(bits: int, signed: bool) -> torch.Tensor:
@@ -128,8 +134,25 @@ def activation_basis_init(bits: int) -> torch.Tensor:
     return (NORM_PPF_0_75 * 2 / (2 ** bits - 1)) * 2.0 ** torch.arange(bits, dtype=torch.float32)
 
 
-def _blend_(basis: torch.Tensor, fitted: torch.Tensor) -> None:
-    basis.mul_(MOVING_AVERAGE).add_(fitted, alpha=1 - MOVING_AVERAGE)
+def debiased_blend_(basis: torch.Tensor, fitted: torch.Tensor, updates: torch.Tensor) -> None:
+    """One update of TensorFlow's ``assign_moving_average(basis, fitted, 0.9)``, whose default
+    ``zero_debias=True`` LQ-Nets' and the RS-Nets reference's quantizers keep: TF averages the fits in
+    an accumulator starting at 0 (a ← 0.9 a + 0.1 fit) and sets the basis to a / (1 − 0.9^t) after
+    the t-th update, so the initial basis is only the quantizer's first levels and the first update
+    replaces it with the fit. The same average without the accumulator, since a_{t−1} = basis·(1 − 0.9^{t−1}):
+    basis ← k basis + (1 − k) fit, k = 0.9 (1 − 0.9^{t−1}) / (1 − 0.9^t) (0 at t = 1, → 0.9).
+    ``updates`` (t − 1 before, t after) is a tensor so that no value leaves the device."""
+    updates.add_(1)
+    t = updates.to(basis.dtype)
+    keep = MOVING_AVERAGE * (1 - MOVING_AVERAGE ** (t - 1)) / (1 - MOVING_AVERAGE ** t)
+    basis.mul_(keep).add_((1 - keep) * fitted)
+
+
+def _fill_missing_counter(module: nn.Module, state_dict: dict, prefix: str) -> None:
+    """A state dict saved before ``basis_updates`` existed: count its basis as settled (module docstring)."""
+    key = prefix + "basis_updates"
+    if key not in state_dict and prefix + "basis" in state_dict:
+        state_dict[key] = torch.full_like(module.basis_updates, SETTLED_UPDATES)
 
 
 class QuantizedConv2d(nn.Conv2d):
@@ -149,6 +172,11 @@ class QuantizedConv2d(nn.Conv2d):
         device = conv.weight.device
         self.register_buffer("codes", bit_codes(bits, signed=True).to(device), persistent=False)
         self.register_buffer("basis", weight_basis_init(conv, bits).to(device))
+        self.register_buffer("basis_updates", torch.zeros((), dtype=torch.long, device=device))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _fill_missing_counter(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _rows(self) -> torch.Tensor:
         return self.weight.detach().reshape(self.out_channels, -1).float()
@@ -156,7 +184,7 @@ class QuantizedConv2d(nn.Conv2d):
     @torch.no_grad()
     def refit(self) -> None:
         """One QEM iteration on the current weights, blended into the basis (once per training step)."""
-        _blend_(self.basis, qem(self._rows(), self.basis, self.codes, iterations=1))
+        debiased_blend_(self.basis, qem(self._rows(), self.basis, self.codes, iterations=1), self.basis_updates)
 
     @torch.no_grad()
     def quantized_weight(self) -> torch.Tensor:
@@ -237,18 +265,25 @@ class ActivationQuantizer(Switchable, nn.Module):
         rows = num_slots if basis_mode == "private" else 1
         self.register_buffer("codes", bit_codes(bits, signed=False), persistent=False)
         self.register_buffer("basis", activation_basis_init(bits).repeat(rows, 1))
+        self.register_buffer("basis_updates", torch.zeros(rows, dtype=torch.long))  # one count per row
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _fill_missing_counter(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def row(self, slot: int) -> int:
         return slot if self.basis_mode == "private" else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slot = self.route().conv
-        basis = self.basis[self.row(slot)]
+        row = self.row(slot)
+        basis = self.basis[row]
         y, index = _quantize_activation(x, basis, self.codes)
         if self.training and torch.is_grad_enabled() and (self.basis_mode != "fixed" or slot == 0):
             with torch.no_grad():
                 flat = x.detach().reshape(1, -1).float()
-                _blend_(basis, least_squares_basis(flat, index, self.codes, basis.view(1, -1))[0])
+                fitted = least_squares_basis(flat, index, self.codes, basis.view(1, -1))[0]
+                debiased_blend_(basis, fitted, self.basis_updates[row])
         return y
 
     def materialize(self, slot: int) -> "FrozenActivationQuantizer":

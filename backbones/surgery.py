@@ -39,9 +39,19 @@ def is_conv(m: nn.Module) -> bool:
     return type(m) is nn.Conv2d
 
 
-def to_meta_convs(backbone: nn.Module, hidden: int = 0, eps_min: float = scale_encoding(96)) -> int:
-    """``eps_min``: the smallest training resolution's scale encoding (where MLP meta nets start alive)."""
-    return replace_modules(backbone, is_conv, lambda c: MetaConv2d(c, hidden=hidden, eps_min=eps_min))
+def stem_conv(backbone: nn.Module) -> nn.Conv2d | None:
+    """The first plain conv in module order: the one that sees the image (ResNets' conv1, MobileNetV2's
+    features.0.0)."""
+    return next((m for m in backbone.modules() if type(m) is nn.Conv2d), None)
+
+
+def to_meta_convs(backbone: nn.Module, hidden: int = 0, eps_min: float = scale_encoding(96), stem: bool = True) -> int:
+    """``eps_min``: the smallest training resolution's scale encoding (where MLP meta nets start alive).
+    ``stem=False`` leaves the first conv a plain conv shared by every resolution, as SAN's reference
+    ResNets do (``methods.catalog.san_meta_stem``)."""
+    first = None if stem else stem_conv(backbone)
+    return replace_modules(backbone, lambda m: is_conv(m) and m is not first,
+                           lambda c: MetaConv2d(c, hidden=hidden, eps_min=eps_min))
 
 
 def to_private_convs(backbone: nn.Module, num_slots: int) -> int:
@@ -50,12 +60,12 @@ def to_private_convs(backbone: nn.Module, num_slots: int) -> int:
 
 def to_quantized(backbone: nn.Module, weight_bits: int, act_bits: int, act_basis: str = "shared",
                  num_slots: int = 1) -> int:
-    """LQ-Nets quantizers (RS-Nets §4.3): every plain conv but the first one (the stem, which sees the
+    """LQ-Nets quantizers (RS-Nets §4.1/§4.2): every plain conv but the first one (the stem, which sees the
     image) gets ``weight_bits``-bit weights; the FC stays full precision. Every ``ActivationSite`` of a
     pre-activation backbone gets an ``act_bits``-bit activation quantizer. 32 bits: left as it is."""
     count = 0
     if weight_bits != FULL_PRECISION:
-        first = next((m for m in backbone.modules() if type(m) is nn.Conv2d), None)
+        first = stem_conv(backbone)
         count += replace_modules(backbone, lambda m: is_conv(m) and m is not first,
                                  lambda c: QuantizedConv2d(c, weight_bits))
     if act_bits != FULL_PRECISION:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 
 from backbones.catalog import ALWAYS_READ, BACKBONES
-from methods.catalog import METHODS
+from methods.catalog import METHODS, san_meta_stem
 
 from .tree import flatten, nest, param_value
 
@@ -58,7 +58,32 @@ def hashed_part(tree: Mapping) -> dict:
     backbone = BACKBONES.get(model.get("backbone"))
     if backbone is not None:
         d["model"] = {k: v for k, v in model.items() if k in ALWAYS_READ or k in backbone.reads}
+    if "method" in d:
+        _san_stem(d["method"], model.get("backbone"))
     return d
+
+
+_BOOLEAN = {True: True, "true": True, False: False, "false": False, None: None, "null": None}
+
+
+def _san_stem(method: dict, backbone) -> None:
+    """``method.meta_stem`` in the hash by what it builds, not by how it is written.
+
+    SAN jobs hashed before the switch existed generated every conv, the stem included. A meta stem
+    therefore leaves the key out (those jobs keep their hashes and finished runs, and an old run's
+    params, which lack the key, read as a meta stem); a plain stem enters as ``meta_stem: false``,
+    whether written so or left to the reference's choice (None), so the two spellings are one job.
+    This is ADDED_LATER's rule with a neutral value that depends on the backbone, which is why the
+    new default (None: a plain stem on ResNets) changes those SAN jobs' hashes and not MobileNetV2's.
+    With privatized convs the switch is inert and never hashed."""
+    if method.get("name") != "san":
+        return
+    written = method.pop("meta_stem", True)
+    if method.get("convs", "meta") != "meta":
+        return
+    setting = _BOOLEAN.get(written, written)
+    if not san_meta_stem(setting, str(backbone)):
+        method["meta_stem"] = False
 
 
 def config_hash(cfg) -> str:

@@ -11,6 +11,7 @@ span sections.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -18,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from backbones.catalog import BACKBONES, FULL_PRECISION, ModelConfig, act_quant_backbones
 from methods.catalog import METHODS
 
-from .errors import ConfigError, message_from
+from .errors import ConfigError, message_from, show
 
 
 def _integral_float_to_int(value):
@@ -178,6 +179,7 @@ class JobConfig(Section):
     @classmethod
     def parse(cls, tree: dict) -> "JobConfig":
         """A nested dict -> JobConfig; a ConfigError names the first bad key, its value and the fix."""
+        _refuse_bools_for_numbers(tree, cls, "")
         try:
             return cls.model_validate(tree)
         except ValidationError as e:
@@ -189,7 +191,13 @@ class JobConfig(Section):
         longer has are dropped, not refused, and returned as dotted names, so that an old model stays
         loadable; whatever is left is checked as ``parse`` checks it. The weights then have to fit."""
         dropped: list[str] = []
-        return cls.parse(_known_keys(tree, cls, "", dropped)), dropped
+        tree = _known_keys(tree, cls, "", dropped)
+        method = tree.get("method")
+        if (isinstance(method, dict) and method.get("name") == "san" and method.get("convs", "meta") == "meta"
+                and "meta_stem" not in method):
+            # Saved before method.meta_stem existed: every conv was generated, the stem included.
+            tree["method"] = {**method, "meta_stem": True}
+        return cls.parse(tree), dropped
 
     def to_dict(self) -> dict:
         return self.model_dump()
@@ -212,6 +220,8 @@ class JobConfig(Section):
             raise ConfigError(f"data.resolutions must be positive integers, got {res}")
         if list(res) != sorted(res, reverse=True):
             raise ConfigError(f"data.resolutions must be listed large to small, got {res}; write {sorted(res, reverse=True)}")
+        if self.data.crop != "multi" and (repeated := repeated_resolutions(res)):
+            raise ConfigError(repeated)
         if self.method.name == "individual" and len(res) != 1:
             raise ConfigError(
                 f"method.name=individual trains one resolution per job, got data.resolutions={res}; "
@@ -232,7 +242,19 @@ class JobConfig(Section):
                               "set train.schedule: step or drop train.milestones")
         if milestones and (milestones != sorted(set(milestones)) or milestones[0] <= 0):
             raise ConfigError(f"train.milestones must be increasing positive epochs, got {milestones}")
+        # The lr is divided once that many epochs are done, so a milestone >= train.epochs never applies.
+        # A run with capped epochs (train.max_steps_per_epoch: a smoke run, a test) is exempt: its
+        # schedule is not the point, and a suite's real jobs are checked even when it runs --smoke.
+        late = [m for m in milestones if m >= self.train.epochs]
+        if late and self.train.max_steps_per_epoch is None:
+            raise ConfigError(f"train.milestones {late} are not before train.epochs={self.train.epochs}: the lr is "
+                              "divided after that many epochs, so they would never apply; drop them or scale the "
+                              "milestones to the epochs")
         self._check_quantization()
+        if self.method.name == "san" and self.method.convs != "meta" and self.method.meta_stem is not None:
+            raise ConfigError(f"method.meta_stem={str(self.method.meta_stem).lower()} is read only with method.convs=meta "
+                              f"(with {self.method.convs} convs every conv, the stem included, is {self.method.convs}); "
+                              "drop method.meta_stem or set method.convs: meta")
         scale = self.data.crop_scale
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
             raise ConfigError(f"data.crop_scale must be [min, max] area fractions with 0 < min <= max <= 1, got {scale}; "
@@ -261,6 +283,37 @@ class JobConfig(Section):
             raise ConfigError(f"model.weight_bits={m.weight_bits} / model.act_bits={m.act_bits}: quantization applies "
                               "to plain convs (individual, parallel, rsnet), not to SAN's generated ones; "
                               "set both to 32 or pick another method.name")
+
+
+def repeated_resolutions(resolutions) -> str | None:
+    """The message for a resolution listed twice, or None. With one crop for all resolutions (data.crop:
+    single, and ``resolab describe``) every copy sees the same image: the slots train identically, an
+    I-Net with k times the gradient (RS-Nets Table 6, whose single-resolution single-crop column is the
+    I-Nets). With data.crop: multi each copy gets its own crop, the paper's single-resolution multi-crop."""
+    twice = sorted({r for r in resolutions if list(resolutions).count(r) > 1}, reverse=True)
+    if not twice:
+        return None
+    return (f"data.resolutions={list(resolutions)} lists {', '.join(map(str, twice))} more than once: with one crop "
+            "for all resolutions every copy sees the same image, so the copies train identically; list each "
+            "resolution once, or set data.crop: multi for RS-Nets' single-resolution multi-crop model")
+
+
+def _refuse_bools_for_numbers(tree, model: type[BaseModel], prefix: str) -> None:
+    """true/false where a choice of numbers is expected (model.act_bits: true): Python's True == 1 passes
+    a Literal of ints even in strict mode, and would be read as 1 bit."""
+    if not isinstance(tree, dict):
+        return
+    for key, value in tree.items():
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _refuse_bools_for_numbers(value, annotation, f"{prefix}{key}.")
+        elif isinstance(value, bool) and typing.get_origin(annotation) is Literal and all(
+                isinstance(c, int) and not isinstance(c, bool) for c in typing.get_args(annotation)):
+            choices = ", ".join(map(str, typing.get_args(annotation)))
+            raise ConfigError(f"{prefix}{key}: expected one of {choices}, got {show(value)} (bool)")
 
 
 def _keys(model: type[BaseModel], prefix: str = ""):

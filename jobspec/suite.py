@@ -68,6 +68,8 @@ def load_suite(path: str | Path, overrides: Sequence[str] = (), smoke: bool = Fa
     ``smoke:`` block, then the overrides). The real suite is validated even for a smoke run.
     """
     path = Path(path).resolve()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; a suite is a YAML file such as experiments/quickstart.yaml")
     if not path.is_file():
         raise ConfigError(f"suite file {path} does not exist")
     raw = load_layers(path)

@@ -40,6 +40,9 @@ def read_suite_file(path: Path) -> dict:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read suite file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a text file (byte {e.start} is not UTF-8); a suite is a YAML file "
+                          "such as experiments/quickstart.yaml") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:

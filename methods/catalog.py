@@ -37,6 +37,23 @@ class SANOptions(Options):
     scale_distill: bool = True  # scale distillation (SAN Table 3 "w/o SD" = false)
     meta_hidden: int = Field(0, ge=0)  # 0 = linear meta net b + eps*w; 8 or 16 = MLP with ReLU (Table 5)
     convs: Literal["meta", "private"] = "meta"  # meta-generated convs, or one private conv per resolution (Table 4)
+    # With meta convs, whether the first conv (the stem, which sees the image) is generated too. None:
+    # as SAN's reference code does for the backbone (``san_meta_stem``); true: every conv generated,
+    # as resolab did before this switch existed; false: the stem is one plain conv shared by all
+    # resolutions. The paper does not say.
+    meta_stem: bool | None = None
+
+
+# Backbones whose stem SAN's reference code (d-li14/SAN) generates from the scale: its MobileNetV2's
+# first conv is a meta conv like every other (``conv_3x3_bn`` holds an ``nn.Linear(1, numel)``), while
+# its ResNets keep ``conv1`` a plain conv shared by every resolution (``meta_resnet.py``). resolab's own
+# ResNets (resnet_tiny, preact_*) follow the reference's ResNets.
+SAN_REFERENCE_META_STEM = ("mobilenet_v2",)
+
+
+def san_meta_stem(setting: bool | None, backbone: str) -> bool:
+    """Whether a SAN with meta convs generates its stem: ``method.meta_stem``, or the reference's choice."""
+    return backbone in SAN_REFERENCE_META_STEM if setting is None else setting
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Ablations: ``method.scale_distill=false`` (Table 3 w/o SD), ``method.bn=shared`` (Table 3),
 ``method.convs=private`` (Table 4: one conv per resolution instead of the meta net),
-``method.meta_hidden=8|16`` (Table 5: an MLP meta net).
+``method.meta_hidden=8|16`` (Table 5: an MLP meta net), ``method.meta_stem`` (whether the first conv is
+generated too; by default as the reference code does per backbone: a plain shared conv in its ResNets,
+a meta conv in its MobileNetV2).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from backbones import build_net
 
 from . import losses
 from .base import FIXED, EvalMode, LossOutput, Method
+from .catalog import san_meta_stem
 
 
 class SAN(Method):
@@ -17,7 +20,8 @@ class SAN(Method):
     def build(self, num_classes):
         opts = self.options
         return build_net(self.model.backbone, num_classes, self.resolutions, bn=opts.bn, convs=opts.convs,
-                         meta_hidden=opts.meta_hidden, **self.build_net_kwargs())
+                         meta_hidden=opts.meta_hidden, meta_stem=san_meta_stem(opts.meta_stem, self.model.backbone),
+                         **self.build_net_kwargs())
 
     def loss(self, net, logits, labels):
         ce = losses.classification(logits, labels)

@@ -24,10 +24,13 @@ STATUS_STATES = """Where each job of a suite stands, from MLflow and the job che
   done         a FINISHED run of the job's config: trained here, copied from another
                suite, or evaluated from a model trained before
   running      the `resolab run` (or `resolab evaluate`) driving it is working on it
-  interrupted  its run was running or queued, but the command driving it is gone;
-               run the same `resolab run` again to resume it
-  failed       its newest run failed or was killed; the reason is shown
-  pending      not started yet"""
+  interrupted  its run was stopped by Ctrl-C (KILLED), or was running or queued but
+               the command driving it is gone; run the same `resolab run` again
+               to resume it
+  failed       its newest run failed; the reason is shown
+  pending      not started yet
+Each job's line shows its MLflow run id (a done job's is what `resolab export`
+and `resolab pick` take)."""
 
 
 class UsageError(ValueError):
@@ -35,25 +38,39 @@ class UsageError(ValueError):
 
 
 def _describe(args) -> int:
-    from analysis.describe import describe
-    from jobspec import JobConfig
+    from analysis.describe import describe, validated
+    from jobspec import ConfigError, JobConfig
+    from jobspec.schema import repeated_resolutions
 
     # A value the schema refuses, or a combination it refuses (validate), is a ConfigError that names it.
-    # A resolution given twice is one.
-    cfg = JobConfig.parse({
+    # A resolution given twice is one. `individual` over several resolutions is the set of I-Nets
+    # (RS-Nets Table 2's column): each of its one-resolution jobs is validated, not the set as one job.
+    cfg = validated(JobConfig.parse({
         "model": {"backbone": args.backbone, "small_input": args.small_input, "weight_bits": args.weight_bits,
                   "act_bits": args.act_bits},
         "method": {"name": args.method, "bn": args.bn, "convs": args.convs, "meta_hidden": args.meta_hidden},
-        "data": {"resolutions": sorted(set(args.resolutions), reverse=True)}}).validate()
+        "data": {"resolutions": sorted(args.resolutions, reverse=True)}}))
+    # An I-Net set's rows are validated one by one, so a resolution listed twice is checked here.
+    if repeated := repeated_resolutions(sorted(args.resolutions, reverse=True)):
+        raise ConfigError(repeated)
     info = describe(cfg, args.num_classes)
     if args.json:
         print(json.dumps(info, indent=2))
+        return 0
+    if info["models"] > 1:
+        each = info["model_params"][0]
+        print(f"{info['backbone']} / {info['method']}: a set of {info['models']} I-Nets, one per resolution: "
+              f"{info['total_params']:,} params in all ({info['total_params_M']:.2f} x 2^20), "
+              f"{each:,} ({each / 2**20:.2f} x 2^20) each")
+        for r, m in info["madds"].items():
+            print(f"  {r:>4} px: {m / 1e6:,.1f} M MAdds (its own I-Net)")
     else:
         print(f"{info['backbone']} / {info['method']}: {info['total_params']:,} params "
-              f"({info['total_params_M']:.2f} x 2^20, {info['models']} model(s))")
+              f"({info['total_params_M']:.2f} x 2^20, 1 model)")
         for r, m in info["madds"].items():
             print(f"  {r:>4} px: {m / 1e6:,.1f} M MAdds")
-        print(f"  storage: {info['storage_bits']:g} bits per conv weight, {info['size_MB']:g} MB")
+    across = f" (across the {info['models']} models)" if info["models"] > 1 else ""
+    print(f"  storage: {info['storage_bits']:g} bits per conv weight{across}, {info['size_MB']:g} MB")
     return 0
 
 

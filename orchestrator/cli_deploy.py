@@ -31,10 +31,26 @@ def _tracking(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="checkpoint storage the run used (default <project>/.resolab/ray)")
 
 
+# What import-reference reads, said when the path given is something else.
+REFERENCE_CHECKPOINT = ("the checkpoint file the reference code's training script saved (a state dict, bare or "
+                        "under 'state_dict', usually .pth or .pth.tar)")
+
+
+def _check_device(name: str | None) -> str | None:
+    """cpu or cuda[:N], the devices pick and evaluate-model run on, checked before anything loads."""
+    from orchestrator.cli import UsageError, _device
+
+    if name is not None and name.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r} is not one resolab runs on; use cpu or cuda (cuda:N for GPU N)")
+    return _device(name)
+
+
 def _import_reference(args) -> int:
-    from orchestrator.model_file import save_model_file
+    from orchestrator.model_file import check_checkpoint_path, check_out, save_model_file
     from orchestrator.reference_import import import_reference
 
+    check_out(Path(args.out), args.force)
+    check_checkpoint_path(Path(args.checkpoint), REFERENCE_CHECKPOINT)
     imported = import_reference(args.paper, Path(args.checkpoint), args.backbone, args.resolutions, args.num_classes,
                                 small_input=args.small_input, width=args.width)
     source = {"kind": f"reference-{args.paper}", "checkpoint": str(Path(args.checkpoint).resolve())}
@@ -47,12 +63,18 @@ def _import_reference(args) -> int:
 
 
 def _export(args) -> int:
-    from orchestrator.export import RouteChoice, export_all, export_route
+    from orchestrator.export import RouteChoice, check_out_dir, check_resolution, export_all, export_route
+    from orchestrator.model_file import check_out
     from orchestrator.model_source import resolve_source
 
     if args.all == (args.resolution is not None):
         from orchestrator.cli import UsageError
         raise UsageError("give either --resolution R (one route) or --all (every training resolution)")
+    if args.all:  # the output first: a bad --out is said before the model loads
+        check_out_dir(Path(args.out))
+    else:
+        check_resolution(args.resolution)
+        check_out(Path(args.out), args.force)
     source = resolve_source(args.source, args.tracking_uri, args.storage)
     if args.all:
         exported, index = export_all(source.model, args.format, Path(args.out), args.bn, args.eps, source.matrix)
@@ -74,8 +96,7 @@ def _pick(args) -> int:
     from orchestrator.pick import pick, render, wall_clock_timer
 
     from orchestrator.cli import UsageError
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: torch finds no CUDA GPU here; use --device cpu")
+    _check_device(args.device)
     source = resolve_source(args.source, args.tracking_uri, args.storage, need_matrix=True)
     if source.matrix is None:
         raise UsageError(f"run {args.source} has no accuracy matrix artifact to pick from")
@@ -101,8 +122,8 @@ def _pick(args) -> int:
 def _evaluate_model(args) -> int:
     from orchestrator.evaluate_model import evaluate_model
 
-    matrix, run_id = evaluate_model(Path(args.model), args.data, args.set, args.tracking_uri, args.device,
-                                    suite=args.suite)
+    matrix, run_id = evaluate_model(Path(args.model), args.data, args.set, args.tracking_uri,
+                                    _check_device(args.device), suite=args.suite)
     print(matrix.to_text())
     print(f"recorded as MLflow run {run_id} (experiment {args.suite}); pick a resolution with: "
           f"resolab pick {run_id} --budget-ms T")
@@ -120,7 +141,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--num-classes", type=whole_number(1), required=True, help="classifier outputs (1000 for ImageNet)")
     p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem (only for checkpoints trained so)")
     p.add_argument("--width", type=whole_number(1), help="resnet_tiny only: channels of its first stage (default 16)")
-    p.add_argument("--out", required=True, help="model file to write (MODEL.pt)")
+    p.add_argument("--out", required=True, help="model file to write (MODEL.pt); an existing file only with --force")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_import_reference)
 
     p = sub.add_parser("export", help="one route of a model as a plain TorchScript or ONNX CNN, checked against it")
@@ -133,7 +155,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--eps", default="proxy", choices=["proxy", "ideal"], help="SAN: eps of the nearest training "
                                                                                "resolution (proxy) or of R (ideal)")
     p.add_argument("--format", default="torchscript", choices=["torchscript", "onnx"], help="file format")
-    p.add_argument("--out", required=True, help="file to write (a new directory with --all)")
+    p.add_argument("--out", required=True, help="file to write, an existing one only with --force (with --all: a "
+                                                "new or empty directory)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (never a directory)")
     _tracking(p)
     p.set_defaults(func=_export)
 
@@ -149,7 +173,8 @@ def add_subcommands(sub) -> None:
 
     p = sub.add_parser("evaluate-model", help="the train x test matrix of a model file, recorded in MLflow like a job")
     p.add_argument("model", help="model file (resolab import-reference) or a job's checkpoint.pt")
-    p.add_argument("--data", help="ImageFolder root with train/ and val/ (default: the model's own data config)")
+    p.add_argument("--data", help="ImageFolder root with train/ and val/; required for a model imported from the "
+                                  "papers' code (default: the data the model's config names)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, repeatable (e.g. eval.test_resolutions=[256,224,192])")
     p.add_argument("--suite", default="imported", help="MLflow experiment to record the run in (default imported)")

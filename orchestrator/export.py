@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from backbones import materialize
 from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from orchestrator.model_file import LoadedModel, ModelFileError, atomic_write, current_umask
+from orchestrator.model_file import LoadedModel, ModelFileError, atomic_write, check_creatable, current_umask
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4
@@ -70,9 +70,20 @@ class Exported:
     checked_with: str
 
 
+# The largest input an export (or pick) builds: 8x the papers' largest test resolution (256). The
+# check run holds a 1 x 3 x R x R input and the activations of R, so memory grows as R^2: at 2048 a
+# ResNet-50's largest activation is about 0.3 GB, at 100000 the input alone would be 120 GB.
+MAX_RESOLUTION = 2048
+
+
 def check_resolution(resolution: int) -> None:
     if not isinstance(resolution, int) or resolution <= 0:
         raise ExportError(f"--resolution must be a positive number of pixels, got {resolution}")
+    if resolution > MAX_RESOLUTION:
+        gigabytes = 3 * resolution ** 2 * 4 / 1e9
+        raise ExportError(f"--resolution {resolution} is above resolab's limit of {MAX_RESOLUTION} px (its input "
+                          f"alone would take {gigabytes:.3g} GB, its activations many times more); "
+                          f"export at {MAX_RESOLUTION} px or less")
 
 
 def plain_model(net, route: RouteChoice) -> nn.Module:
@@ -183,11 +194,12 @@ def export_all(loaded: LoadedModel, fmt: str, out_dir: Path, bn: str = "nearest"
     Written into a temporary directory that becomes ``out_dir`` only when every file is checked."""
     from backbones.complexity import count_madds
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ExportError(f"--out {out_dir} exists and is not an empty directory; choose a new one")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    out_dir = check_out_dir(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    except OSError as exc:
+        raise ExportError(f"--out {out_dir}: cannot create it ({exc.strerror or exc}); choose another --out") from None
     try:
         exported, entries = [], []
         name = loaded.source.get("job") or Path(loaded.source.get("file", "model")).stem
@@ -213,6 +225,16 @@ def export_all(loaded: LoadedModel, fmt: str, out_dir: Path, bn: str = "nearest"
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return exported, out_dir / INDEX_NAME
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """``--out`` of ``--all``: a new or empty directory (never replaced: it may hold other files), in a
+    place where one can be made."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ExportError(f"--out {out_dir} exists and is not an empty directory; choose a new one")
+    check_creatable(out_dir, out_dir)
+    return out_dir
 
 
 def expected_top1(matrix, resolution: int) -> float | None:

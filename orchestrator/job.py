@@ -21,11 +21,14 @@ class JobResult:
     eval_time_s: float = 0.0
 
 
-def evaluate_job(cfg: JobConfig, trained: TrainedJob, runtime: Runtime) -> Matrix:
+def evaluate_job(cfg: JobConfig, trained: TrainedJob, runtime: Runtime, progress=None) -> Matrix:
+    """``progress``: wraps the validation loader to report on it (``resolab evaluate-model``'s progress lines)."""
     test_resolutions = cfg.test_resolutions()
     val_set = build_val_dataset(cfg.data, test_resolutions)
     loader = build_loader(val_set, cfg.eval.batch_size, shuffle=False, seed=0, workers=cfg.data.loader_workers,
                           drop_last=False)
+    if progress is not None:
+        loader = progress(loader)
     matrix = evaluate_matrix(trained.net, trained.method.eval_modes(cfg.eval.calibrate), loader, test_resolutions,
                              runtime.device, calibration_batches=calibration_batches_for(cfg, runtime.device),
                              max_batches=cfg.eval.max_batches)

@@ -3,8 +3,11 @@ and a Tune callback that records what trials report. All writes happen in the dr
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -19,24 +22,25 @@ from ray.tune import Callback
 from analysis.matrix import Matrix
 from analysis.mlflow_batch import log_batched
 from analysis.report import log_matrix
-from analysis import tracking_check
 from jobspec import flatten, param_value
 from orchestrator.reuse import copy_run, finished_runs_by_hash
-from orchestrator.tracking import (DRIVER_GONE_AFTER_S, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, code_version, job_tags,
-                                   store_creation_lock)
+from orchestrator.tracking import (DRIVER_GONE_AFTER_S, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, check_store, code_version,
+                                   job_tags)
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets its own level on import
 
 # Where the suite driver runs (``this_driver``), on the parent run.
 DRIVER_TAG = "resolab.driver"
+# The resolab.error tag of the runs a Ctrl-C ended (KILLED).
+INTERRUPTED = "interrupted (Ctrl-C / SIGINT); run the same command again to resume"
 EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s", "val_time_s", "world_size",
               "start_epoch")
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
     """Fail before anything trains if the tracking store cannot be reached or opened (TrackingUnavailable).
-    A new SQLite store is created under the lock that keeps concurrent schema creations apart."""
-    tracking_check.check_tracking(uri, timeout, opening=store_creation_lock)
+    A new SQLite store is created whole, under the lock that keeps concurrent schema creations apart."""
+    check_store(uri, timeout)
 
 
 def artifact_location(uri: str) -> str | None:
@@ -135,6 +139,34 @@ class SuiteTracking:
     def finish_suite(self, failed: bool) -> None:
         if self._parent_id is not None:
             self.client.set_terminated(self._parent_id, status="FAILED" if failed else "FINISHED")
+
+    @contextlib.contextmanager
+    def killed_on_interrupt(self):
+        """Ctrl-C (SIGINT) is an interrupt, not a failure: the parent run and every job run of this
+        invocation still running or queued end as KILLED, tagged with what to do (`resolab status`: interrupted;
+        the same command resumes them), and the KeyboardInterrupt goes on (the command exits 130).
+        A second Ctrl-C is held off for the few writes that takes."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            held = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if held else None
+            try:
+                self.end_interrupted()
+            finally:
+                if held:
+                    signal.signal(signal.SIGINT, previous)
+            raise
+
+    def end_interrupted(self) -> None:
+        if self._parent_id is None:  # nothing recorded yet
+            return
+        children = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self._parent_id}'",
+                                           max_results=50000)
+        for run in [*children, self.client.get_run(self._parent_id)]:
+            if run.info.status in ("RUNNING", "SCHEDULED"):
+                self.client.set_tag(run.info.run_id, "resolab.error", INTERRUPTED)
+                self.client.set_terminated(run.info.run_id, status="KILLED")
 
 
 class JobRuns(MutableMapping):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,6 +29,8 @@ from jobspec import ConfigError, JobConfig
 from methods import Method, build_method
 
 MODEL_FORMAT = "resolab-model/1"
+MODEL_SOURCES = ("a resolab model file (resolab import-reference writes one), a job's checkpoint.pt, or a finished "
+                 "job's MLflow run id")
 
 
 class ModelFileError(ValueError):
@@ -43,15 +46,44 @@ class LoadedModel:
     source: dict = field(default_factory=dict)  # where the weights came from (file, run id, reference checkpoint)
 
 
+def check_out(path: Path, force: bool = False) -> Path:
+    """``--out`` of a file to write, checked before any work: not a directory, not an existing file
+    unless ``force``, and in a place where a file can be created (tried: a temporary file is made and
+    removed in the nearest existing folder, since permission bits do not tell, e.g. for root on /sys)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"--out {path} is a directory; give a file path such as {path / 'model.pt'}")
+    if path.exists() and not force:
+        raise ModelFileError(f"--out {path} exists; pass --force to replace it, or choose another --out")
+    check_creatable(path.parent, path)
+    return path
+
+
+def check_creatable(folder: Path, out: Path) -> None:
+    """A file can be made in ``folder`` (or, where it does not exist yet, in its nearest existing parent)."""
+    base = Path(folder)
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ModelFileError(f"--out {out}: {base} is a file, not a directory; choose another --out")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".resolab-probe-")
+    except OSError as exc:
+        raise ModelFileError(f"--out {out}: cannot create a file in {base} ({exc.strerror or exc}); "
+                             "choose another --out") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``; on any error
     the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     except OSError as exc:
-        raise ModelFileError(f"cannot create the directory of {path} ({exc.strerror or exc}); choose another --out") from None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+        raise ModelFileError(f"cannot write {path} ({exc.strerror or exc}); choose another --out") from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -97,11 +129,30 @@ def _unsafe_globals(path: Path) -> str:
         return "unknown classes"
 
 
-def read_payload(path: Path) -> dict:
-    path = Path(path)
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (torch.jit.save, resolab export): a zip holding constants.pkl, as torch tells it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def check_checkpoint_path(path: Path, expected: str = MODEL_SOURCES) -> None:
+    """The problems a path can have before it is read as a torch file, each said with what to give instead."""
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory; give {expected}")
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such file; give a model file (resolab import-reference writes one), "
-                             "a job's checkpoint.pt, or a finished job's MLflow run id")
+        raise ModelFileError(f"{path}: no such file; give {expected}")
+    if _is_torchscript(path) or path.suffix.lower() == ".onnx":
+        kind = "an ONNX" if path.suffix.lower() == ".onnx" else "a TorchScript"
+        raise ModelFileError(f"{path} is {kind} file (a plain CNN, as resolab export writes one), not a checkpoint "
+                             f"with weights and config; give {expected}")
+
+
+def read_payload(path: Path, expected: str = MODEL_SOURCES) -> dict:
+    path = Path(path)
+    check_checkpoint_path(path, expected)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -124,9 +175,10 @@ def read_payload(path: Path) -> dict:
     return payload
 
 
-def load_model(path: Path, source: dict | None = None) -> LoadedModel:
-    """A model file or a job checkpoint, built and loaded (strict: every weight must fit)."""
-    payload = read_payload(path)
+def load_model(path: Path, source: dict | None = None, expected: str = MODEL_SOURCES) -> LoadedModel:
+    """A model file or a job checkpoint, built and loaded (strict: every weight must fit). ``expected``:
+    what the command takes, said when ``path`` is not such a file."""
+    payload = read_payload(path, expected)
     if "config" not in payload or "model" not in payload:
         raise ModelFileError(f"{path} is not a resolab model file or job checkpoint (it has no config and model); "
                              "for the papers' released weights use `resolab import-reference`")

@@ -8,14 +8,18 @@ set with lists of tensors flowing through it. Their state dicts differ from ours
   ``SwitchableBatchNorm2d`` whose tensors carry a leading slot dimension;
 - SAN generates kernels with ``nn.Linear(1, numel)`` per conv (``<block>.fc<k>``): the kernel is
   ``bias + eps * weight``, so ``bias`` is our ``base`` and ``weight`` our ``scale`` (both reshaped to
-  the kernel). Its ResNet stem is a plain conv (``conv1.module.weight``): our meta conv with scale 0.
+  the kernel). Its ResNet stem is a plain conv (``conv1.module.weight``), as ours by default
+  (``method.meta_stem``); its MobileNetV2 generates the stem too (``features.0.fc``), as ours does.
 
 We name, for every module of our net, the module of the reference that holds its weights; the key
 check then compares the two key sets in full. A key the reference has and we do not use is an error,
 except SAN ResNets' ``downsample.*``: that reference builds torchvision's downsample branch and never
 runs it (its blocks generate the shortcut from ``fc3``/``fc4`` with ``bn3``/``bn4``); those keys are
-listed as unused, never silently dropped. RS-Net's MRED weights alpha are not in its model (they only
-weigh the training loss); ours keep their initial value, and the import says so.
+listed as unused, never silently dropped. RS-Nets' training script registers the MRED weights on the
+model before wrapping it (``model.register_parameter('alpha', ...)``) and saves ``model.state_dict()``,
+so its checkpoint holds ``module.alpha`` (S values, one per resolution): it becomes our RS-Net's
+``mred.alpha``. A state dict without it (saved from the bare network) keeps α at its initial ones, and
+the import says so; α only weighs the training loss and the ensemble, never one resolution's logits.
 
 SAN's reference feeds slot i the scale 0.7 - 0.1 i whatever the resolution (its 224...96); ours feeds
 resolution / 320. They agree only on that set, so a SAN import at other resolutions is refused.
@@ -33,6 +37,7 @@ from jobspec import JobConfig
 from orchestrator.model_file import ModelFileError, build_model, read_payload
 
 PAPERS = ("san", "rsnets")
+MRED_KEY = "alpha"  # RS-Nets' imagenet.py registers the MRED weights on the model under this name
 BN_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 SUPPORTED = ("resnet18", "resnet50", "resnet_tiny", "mobilenet_v2")
 
@@ -142,13 +147,12 @@ def expected_keys(paper: str, backbone_name: str, net: nn.Module) -> dict[str, t
         elif isinstance(m, nn.BatchNorm2d):
             raise ImportMismatch(f"{path} is a shared BN; the papers' checkpoints have private BN (method.bn=private)")
         elif isinstance(m, MetaConv2d):
-            shape = m.weight_shape
-            if ref.rpartition(".")[2].startswith("fc"):  # a meta net nn.Linear(1, numel)
-                numel = int(torch.Size(shape).numel())
-                put(f"{ref}.bias", (numel,), lambda v, m=m: m.base.data.copy_(v.view(m.weight_shape)))
-                put(f"{ref}.weight", (numel, 1), lambda v, m=m: m.scale.data.copy_(v.view(m.weight_shape)))
-            else:  # SAN's plain stem: a meta conv that ignores eps
-                put(f"{ref}.module.weight", shape, lambda v, m=m: (m.base.data.copy_(v), m.scale.data.zero_()))
+            if not ref.rpartition(".")[2].startswith("fc"):  # the reference's ResNet stem is plain
+                raise ImportMismatch(f"{path} is generated where the reference has a plain conv ({ref}); "
+                                     "build the SAN with method.meta_stem left to the reference's choice")
+            numel = int(torch.Size(m.weight_shape).numel())  # a meta net nn.Linear(1, numel)
+            put(f"{ref}.bias", (numel,), lambda v, m=m: m.base.data.copy_(v.view(m.weight_shape)))
+            put(f"{ref}.weight", (numel, 1), lambda v, m=m: m.scale.data.copy_(v.view(m.weight_shape)))
             if m.bias is not None:
                 raise ImportMismatch(f"{path}: a conv with a bias has no counterpart in the reference code")
         elif isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -205,6 +209,20 @@ def _hint(state: dict, paper: str) -> str:
     return "; ".join(parts)
 
 
+def _mred_alpha(state: dict, resolutions: list[int], does_not_fit: str) -> torch.Tensor | None:
+    """RS-Nets' MRED weights, taken out of ``state``: one per training resolution, or None if absent."""
+    alpha = state.pop(MRED_KEY, None)
+    if alpha is None:
+        return None
+    if alpha.ndim != 1 or len(alpha) != len(resolutions) or not alpha.is_floating_point():
+        fix = (f"it holds one MRED weight per training resolution, so the checkpoint was trained at {len(alpha)}: "
+               f"give --resolutions {len(alpha)} sizes" if alpha.ndim == 1 and alpha.is_floating_point()
+               else "RS-Nets' MRED weights are a 1-D float tensor, one per resolution: this is not an RS-Nets checkpoint")
+        raise ImportMismatch(f"{does_not_fit}: key '{MRED_KEY}' has shape {list(alpha.shape)}, expected "
+                             f"[{len(resolutions)}]; {fix}")
+    return alpha.detach().to(torch.float32)
+
+
 def import_reference(paper: str, checkpoint: Path, backbone: str, resolutions: list[int], num_classes: int,
                      small_input: bool = False, width: int | None = None) -> Imported:
     if paper not in PAPERS:
@@ -221,6 +239,7 @@ def import_reference(paper: str, checkpoint: Path, backbone: str, resolutions: l
     _, net = build_model(config, num_classes)
     expected = expected_keys(paper, backbone, net)
     where = f"--backbone {backbone} --resolutions {' '.join(map(str, resolutions))} --num-classes {num_classes}"
+    alpha = _mred_alpha(state, resolutions, f"{checkpoint} does not fit a {paper} {where}") if paper == "rsnets" else None
     missing = [k for k in expected if k not in state]
     unused = [k for k in state if k not in expected and _unused_by_reference(paper, k)]
     unknown = [k for k in state if k not in expected and k not in unused]
@@ -239,13 +258,18 @@ def import_reference(paper: str, checkpoint: Path, backbone: str, resolutions: l
     with torch.no_grad():
         for key, (shape, setter) in expected.items():
             setter(state[key].to(torch.float32) if state[key].is_floating_point() else state[key])
+        if alpha is not None:
+            net.mred.alpha.copy_(alpha)
     notes = []
     if unused:
         notes.append(f"{len(unused)} keys the reference forward never reads were left out (SAN ResNets build "
                      f"torchvision's downsample branch but use fc3/bn3 or fc4/bn4): {', '.join(unused[:4])}"
                      f"{', ...' if len(unused) > 4 else ''}")
-    if paper == "rsnets":
-        notes.append("MRED alpha is not in the reference model; it keeps its initial value (it only weighs the "
-                     "training loss, never inference)")
+    if alpha is not None:
+        weights = ", ".join(f"{w:.3f} ({r} px)" for r, w in zip(resolutions, torch.softmax(alpha, 0).tolist()))
+        notes.append(f"MRED alpha imported from '{MRED_KEY}': ensemble weights softmax(alpha) = {weights}")
+    elif paper == "rsnets":
+        notes.append(f"MRED alpha: the checkpoint has no '{MRED_KEY}' (RS-Nets' training script saves one), so it "
+                     "keeps its initial ones (equal ensemble weights; alpha never changes one resolution's logits)")
     net.eval()
     return Imported(config, net, num_classes, notes)

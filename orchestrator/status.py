@@ -6,25 +6,30 @@ import time
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis.tracking_check import check_tracking
 from orchestrator import checkpoint as ckpt
 from orchestrator.ray_job import job_dir
 from orchestrator.evaluate_only import EVALUATED_FROM_TAG, ModelStore
 from orchestrator.reuse import REUSED_FROM_TAG
 from orchestrator.suite import default_storage
 from jobspec import resolve_tracking_uri
-from orchestrator.tracking import DRIVER_GONE_AFTER_S, HEARTBEAT_TAG, store_creation_lock
+from orchestrator.tracking import DRIVER_GONE_AFTER_S, HEARTBEAT_TAG, check_store
 
+# A KILLED run was ended by Ctrl-C (or superseded by a copy or an evaluation, which then wins as FINISHED).
 STATE_OF_RUN = {"FINISHED": "done", "RUNNING": "running", "SCHEDULED": "pending", "FAILED": "failed",
-                "KILLED": "failed"}
+                "KILLED": "interrupted"}
 
 
 def job_states(suite, tracking_uri: str | None = None, now: float | None = None) -> dict[str, tuple[str, str]]:
     """job name -> (state, detail): done if the job's config hash has a FINISHED run, else its newest run
-    decides; a running or pending run whose suite driver went silent is "interrupted"."""
+    decides; a running or pending run whose suite driver went silent is "interrupted", as is a KILLED one."""
+    return {name: (state, detail) for name, (state, detail, _) in job_runs(suite, tracking_uri, now).items()}
+
+
+def job_runs(suite, tracking_uri: str | None = None, now: float | None = None) -> dict[str, tuple[str, str, str]]:
+    """job name -> (state, detail, the id of the run that decides it, '' when there is none)."""
     uri = resolve_tracking_uri(tracking_uri)
     # One line in seconds for a store that is not there, instead of MLflow's minutes of retries.
-    check_tracking(uri, opening=store_creation_lock)
+    check_store(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(suite.name)
     runs = client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'",
@@ -37,7 +42,7 @@ def job_states(suite, tracking_uri: str | None = None, now: float | None = None)
     for job in suite.jobs:
         run = newest.get(job.hash)
         if run is None:
-            states[job.name] = ("pending", "")
+            states[job.name] = ("pending", "", "")
             continue
         state = STATE_OF_RUN.get(run.info.status, run.info.status.lower())
         detail = run.data.tags.get("resolab.error", "")
@@ -47,11 +52,13 @@ def job_states(suite, tracking_uri: str | None = None, now: float | None = None)
                 drivers[parent] = driver_gone(client, parent, time.time() if now is None else now)
             if drivers[parent]:
                 state, detail = "interrupted", f"{drivers[parent]}; run the same `resolab run` again to resume"
+        elif state == "interrupted":
+            detail = detail or "its run was killed; run the same `resolab run` again to resume"
         elif state == "done" and run.data.tags.get(REUSED_FROM_TAG):
             detail = f"copied from run {run.data.tags[REUSED_FROM_TAG]}"
         elif state == "done" and run.data.tags.get(EVALUATED_FROM_TAG):
             detail = f"evaluated from the model trained by run {run.data.tags[EVALUATED_FROM_TAG]}"
-        states[job.name] = (state, detail)
+        states[job.name] = (state, detail, run.info.run_id)
     return states
 
 
@@ -71,12 +78,13 @@ def driver_gone(client: MlflowClient, parent_id: str, now: float) -> str | None:
 
 def suite_status(suite, tracking_uri: str | None = None, storage: str | None = None) -> str:
     import torch
-    states = job_states(suite, tracking_uri)
+    states = job_runs(suite, tracking_uri)
     storage = storage or default_storage()
     models = None  # the store's finished models, looked up once a job is found pending
+    width = max(len(job.name) for job in suite.jobs)
     lines = []
     for job in suite.jobs:
-        state, detail = states[job.name]
+        state, detail, run_id = states[job.name]
         path = job_dir(storage, suite.name, job.name, job.hash) / ckpt.CHECKPOINT_FILE
         if state != "done" and path.exists():
             epoch = int(torch.load(path, weights_only=True, mmap=True)["epoch"])
@@ -87,8 +95,10 @@ def suite_status(suite, tracking_uri: str | None = None, storage: str | None = N
                 detail = "finished in another suite: `resolab run` or `resolab evaluate` copies that run"
             elif (model := models.find(job)) is not None:
                 detail = f"trained model of run {model.trained_by} on disk: `resolab evaluate` evaluates it, no training"
-        lines.append(f"  {state:<11} {job.name}" + (f"  ({detail})" if detail else ""))
-    counts = {s: sum(1 for st, _ in states.values() if st == s)
+        # The run id is what `resolab export` and `resolab pick` take (a done job's is its FINISHED run).
+        run = f"run {run_id}" if run_id else "no run yet"
+        lines.append(f"  {state:<11} {job.name:<{width}}  {run}" + (f"  ({detail})" if detail else ""))
+    counts = {s: sum(1 for st, _, _ in states.values() if st == s)
               for s in ("done", "running", "interrupted", "failed", "pending")}
     head = (f"{suite.name}: done {counts['done']}/{len(suite.jobs)}  running {counts['running']}  "
             f"interrupted {counts['interrupted']}  failed {counts['failed']}  pending {counts['pending']}")

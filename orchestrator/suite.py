@@ -27,6 +27,9 @@ from orchestrator.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
 for _key, _value in {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
                      "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_DEDUP_LOGS": "1",
                      "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
+                     # Ctrl-C raises KeyboardInterrupt in the driver at once (Tune's own handler would end
+                     # the trials and return as if they had failed): the runs end KILLED, the command 130.
+                     "TUNE_DISABLE_SIGINT_HANDLER": "1",
                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
     os.environ.setdefault(_key, _value)
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -126,17 +129,18 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     check_tracking(uri)
     storage = options.storage or default_storage()
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
-    done, copied, run_ids = tracking.prepare(suite.jobs, reuse=options.reuse)
-    # --no-reuse trains everything anew: it neither copies finished runs nor evaluates their models.
-    evaluations = (plan_evaluations(tracking, suite.jobs, run_ids, ModelStore(tracking.client, storage))
-                   if options.reuse and run_ids else {})
-    outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
-    for run_id, why in tracking.ended_parents.items():
-        print(f"suite run {run_id} ended as KILLED: {why}", file=stream)
-    print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied from "
-          f"other suites' finished runs, {len(evaluations)} to evaluate from models trained by other jobs, "
-          f"{len(run_ids) - len(evaluations)} to run; tracking {uri}", file=stream)
-    outcome = run_trials(suite, tracking, run_ids, set(evaluations), storage, options, outcome, stream)
+    with tracking.killed_on_interrupt():
+        done, copied, run_ids = tracking.prepare(suite.jobs, reuse=options.reuse)
+        # --no-reuse trains everything anew: it neither copies finished runs nor evaluates their models.
+        evaluations = (plan_evaluations(tracking, suite.jobs, run_ids, ModelStore(tracking.client, storage))
+                       if options.reuse and run_ids else {})
+        outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
+        for run_id, why in tracking.ended_parents.items():
+            print(f"suite run {run_id} ended as KILLED: {why}", file=stream)
+        print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied from "
+              f"other suites' finished runs, {len(evaluations)} to evaluate from models trained by other jobs, "
+              f"{len(run_ids) - len(evaluations)} to run; tracking {uri}", file=stream)
+        outcome = run_trials(suite, tracking, run_ids, set(evaluations), storage, options, outcome, stream)
     outcome.evaluated = [name for name in evaluations if name in outcome.finished]
     return outcome
 
@@ -151,7 +155,14 @@ def evaluation_job(job):
 def run_trials(suite, tracking, run_ids, evaluate_only: set[str], storage: str,
                options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
     """One Tune trial per job of ``run_ids`` (``JobRuns``: job name -> MLflow run), recorded by the driver;
-    ``evaluate_only``: jobs whose checkpoint is final, run on one worker and first (minutes each)."""
+    ``evaluate_only``: jobs whose checkpoint is final, run on one worker and first (minutes each).
+    Ctrl-C ends this invocation's unfinished runs as KILLED (``resolab evaluate`` comes here too)."""
+    with tracking.killed_on_interrupt():
+        return _run_trials(suite, tracking, run_ids, evaluate_only, storage, options, outcome, stream)
+
+
+def _run_trials(suite, tracking, run_ids, evaluate_only: set[str], storage: str,
+                options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
     from ray import tune
 
     from orchestrator.live import LiveView

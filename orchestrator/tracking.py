@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -37,21 +39,82 @@ JOB_TAGS = ("resolab.kind", "resolab.suite", "resolab.job", "resolab.group", "re
             "resolab.seed", "resolab.tag")
 
 
+def sqlite_file(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 @contextlib.contextmanager
 def store_creation_lock(uri: str):
-    """Serialise the first opening of a SQLite store: MLflow's schema migration races when several
-    processes create one database file at once (it can leave it half-migrated)."""
-    if not uri.startswith("sqlite:///"):
+    """Serialise the first opening of a SQLite store (MLflow's schema migration races when several
+    processes create one database file at once), and make that creation all-or-nothing (``create_store``)."""
+    db = sqlite_file(uri)
+    if db is None:
         yield
         return
-    db = Path(uri[len("sqlite:///"):])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_suffix(db.suffix + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if not db.exists():
+                create_store(db)
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def create_store(db: Path) -> None:
+    """A new SQLite store, built beside ``db`` and renamed into place once MLflow has migrated it fully.
+    MLflow creates the schema in dozens of steps that are not one transaction: a first command
+    interrupted among them in place (Ctrl-C in its first seconds) would leave a store that neither
+    resolab nor `mlflow db upgrade` can open. Interrupted here, it leaves nothing at ``db``."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    partial = db.with_name(db.name + ".partial")
+    leftovers = (partial, partial.with_name(partial.name + "-journal"))
+    try:
+        for path in leftovers:  # of a creation killed outright (kill -9); the lock says nobody else builds
+            path.unlink(missing_ok=True)
+        store = SqlAlchemyStore(f"sqlite:///{partial}", (db.parent / "artifacts").resolve().as_uri())
+        store.engine.dispose()
+        os.replace(partial, db)
+    finally:
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+
+
+def broken_store(db: Path) -> str | None:
+    """Why the SQLite store ``db``, which exists but MLflow could not open, cannot be used and what to do,
+    in one line; None when it is no SQLite database at all (then the URI is what is wrong)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("select name from sqlite_master where type='table'")}
+            runs = connection.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
+            revision = (connection.execute("select version_num from alembic_version").fetchone()
+                        if "alembic_version" in tables else None)
+    except sqlite3.DatabaseError:
+        return None
+    if not runs:
+        return (f"the MLflow store {db} was left half-created (its first schema migration was interrupted) "
+                f"and holds no runs: delete it (rm {db}) and run the command again, which creates a new one")
+    return (f"MLflow cannot open the store {db}, which holds {runs} run{'s' if runs > 1 else ''} (schema revision "
+            f"{revision[0] if revision else 'unknown'}); keep it: back it up (cp {db} {db}.bak), then migrate "
+            f"it with `mlflow db upgrade sqlite:///{db}`")
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail before anything is recorded if the tracking store cannot be reached or opened
+    (TrackingUnavailable, one line). A new SQLite store is created whole under ``store_creation_lock``;
+    one that exists but does not open is explained, not blamed on a --tracking-uri the user never set."""
+    from analysis import tracking_check
+
+    try:
+        tracking_check.check_tracking(uri, timeout, opening=store_creation_lock)
+    except tracking_check.TrackingUnavailable:
+        db = sqlite_file(uri)
+        why = broken_store(db) if db is not None and db.is_file() else None
+        if why is None:
+            raise
+        raise tracking_check.TrackingUnavailable(why) from None
 
 
 def code_version() -> str:

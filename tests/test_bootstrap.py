@@ -1,5 +1,6 @@
-"""Paired-bootstrap intervals (analysis.bootstrap) against hand computations, and make_tables --ci on the
-gains over I-Nets (RS-Nets Table 2, quickstart) with the six-image fixture of test_rsnets_table1."""
+"""Bootstrap intervals (analysis.bootstrap: seeds, then images) against hand computations and a direct
+loop, and make_tables --ci on the gains over I-Nets (RS-Nets Table 2, quickstart) with the six-image
+fixture of test_rsnets_table1."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,6 +58,55 @@ def test_no_images_or_unpaired_lists_are_refused():
         paired_gain_interval([], [])
     with pytest.raises(ValueError):
         paired_gain_interval([1, 0, 1], [1, 0])
+    with pytest.raises(ValueError):
+        paired_gain_interval([[1, 0, 1], [1, 1, 1]], [[1, 0]])
+
+
+# --------------------------------------------------------------------------------------------
+# Several seeds: the seed level
+
+
+def test_seed_to_seed_variation_enumerated_by_hand():
+    """One image; the model's seed 0 gets it right, seed 1 wrong; the base (one seed) wrong. Drawing the
+    model's two seeds: both seed 0 (gain 100, p = 1/4), one each (50, p = 1/2) or both seed 1 (0, p = 1/4),
+    so with 1000 resamples the interval is exactly [0, 100]. Resampling images alone of the
+    seed-averaged correctness (0.5 vs 0) sees no variation at all: [50, 50]."""
+    gains = resampled_gains([[1], [0]], [[0]])
+    assert set(gains) == {0.0, 50.0, 100.0}
+    assert 200 < (gains == 0).sum() < 300 and 200 < (gains == 100).sum() < 300
+    assert paired_gain_interval([[1], [0]], [[0]]) == (0.0, 100.0)
+    assert paired_gain_interval([0.5], [0.0]) == (50.0, 50.0)
+    # Identical seeds carry no seed variation: the image-only interval of one of them.
+    model, base = np.array([1, 0, 1, 1, 0, 1]), np.array([0, 0, 1, 0, 1, 1])
+    assert paired_gain_interval(np.stack([model, model, model]), base[None, :]) == paired_gain_interval(model, base)
+
+
+def direct_two_level(model: np.ndarray, base: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """The documented draws, one resample at a time: seeds of each model, then images shared by all."""
+    images, model_seeds, base_seeds = (np.random.default_rng(s) for s in (seed, [seed, 1], [seed, 2]))
+    n, gains = model.shape[1], []
+    for _ in range(resamples):
+        img = np.minimum((images.random(n) * n).astype(int), n - 1)
+        ms = np.minimum((model_seeds.random(len(model)) * len(model)).astype(int), len(model) - 1)
+        bs = np.minimum((base_seeds.random(len(base)) * len(base)).astype(int), len(base) - 1)
+        gains.append(100.0 * (model[ms][:, img].mean() - base[bs][:, img].mean()))
+    return np.array(gains)
+
+
+def test_two_level_resamples_match_a_direct_loop_and_do_not_depend_on_chunks():
+    rng = np.random.default_rng(7)
+    model = (rng.random((3, 20)) < np.array([[0.8], [0.6], [0.7]])).astype(float)  # three seeds
+    base = (rng.random((2, 20)) < 0.55).astype(float)  # two seeds
+    expected = direct_two_level(model, base, 500, seed=3)
+    gains = resampled_gains(model, base, 500, seed=3)
+    assert np.allclose(gains, expected, rtol=0, atol=1e-9)
+    assert np.allclose(resampled_gains(model, base, 500, seed=3, chunk_elements=30), gains, rtol=0, atol=1e-9)
+    low, high = Bootstrap(resamples=500, seed=3).interval(model, base)
+    assert np.allclose((low, high), np.percentile(expected, [2.5, 97.5]), rtol=0, atol=1e-9)
+    # Seeds add spread: wider than images alone of the seed-averaged correctness, around the same gain.
+    image_only = paired_gain_interval(model.mean(axis=0), base.mean(axis=0), 500, seed=3)
+    assert high - low > image_only[1] - image_only[0]
+    assert abs(gains.mean() - 100 * (model.mean() - base.mean())) < 3.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,10 +126,11 @@ def test_table2_gains_get_paired_intervals():
     assert "| 32×32 |" in out and "| 83.3 / 83.3 (+16.7 [+0.0, +50.0]) |" in out
     # I-32 at 24 vs I-24: wrong on image 4 only, the same draws mirrored
     assert "| 33.3 / 33.3 (-16.7 [-50.0, +0.0]) |" in out
-    # RS-Net, two seeds: per image the share of seeds right, [1, 1, 1, 1, 1, 0.5] vs I-32 [1, 1, 1, 1, 0, 0]
-    diff = 100.0 * (np.array([1, 1, 1, 1, 1, 0.5]) - np.array([1, 1, 1, 1, 0, 0]))
-    indices = np.minimum((np.random.default_rng(0).random((1000, 6)) * 6).astype(int), 5)
-    low, high = np.percentile(diff[indices].mean(axis=1), [2.5, 97.5])
+    # RS-Net, two seeds (right on all six images / on images 0-4) vs I-32 (one seed, right on 0-3): the
+    # seeds are resampled too, each seed's images lined up by index (seed 1 lists them reversed).
+    rsnet = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]], dtype=float)
+    inet = np.array([[1, 1, 1, 1, 0, 0]], dtype=float)
+    low, high = np.percentile(direct_two_level(rsnet, inet, 1000, seed=0), [2.5, 97.5])
     assert f"(+25.0 [+{low:.1f}, +{high:.1f}])" in out
     assert Bootstrap().legend() in out and NO_PREDICTIONS_NOTE not in out
 

@@ -1,6 +1,7 @@
 """Every entry point on bad input, run as a user runs it (a subprocess): a non-zero exit, one line that
 names the problem, no traceback; an unreachable tracking server within seconds, not MLflow's minutes
-of retries. None of these starts Ray.
+of retries. None of these starts Ray. The last ones run in-process (``main([...])``): they check
+messages that need no process of their own.
 """
 from __future__ import annotations
 
@@ -267,3 +268,42 @@ def test_ctrl_c_during_training_ends_with_one_line_and_no_traceback(tmp_path, ho
     assert "Traceback" not in out + err
     assert err.strip().splitlines() == [
         "resolab: interrupted; what finished is kept. Run the same command again to go on from there."]
+
+
+# ---------------------------------------------------------------- in-process: what a suite path or a setting is
+
+
+def refused_in_process(capsys, argv: list[str]) -> str:
+    from orchestrator.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_suite_that_is_a_directory_or_a_binary_file_is_named_so(tmp_path, capsys):
+    fix = "a suite is a YAML file such as experiments/quickstart.yaml"
+    assert refused_in_process(capsys, ["run", str(tmp_path), "--dry-run"]) == \
+        f"resolab: config error: {tmp_path} is a directory; {fix}"
+    binary = tmp_path / "model.yaml"
+    binary.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xb7\xac\xce")  # a zip's first bytes
+    assert refused_in_process(capsys, ["run", str(binary), "--dry-run"]) == \
+        f"resolab: config error: {binary} is not a text file (byte 10 is not UTF-8); {fix}"
+
+
+def test_a_boolean_number_of_bits_in_a_suite_is_one_line(tmp_path, capsys):
+    suite = write_suite(tmp_path, **{"model.backbone": "preact_resnet_tiny", "model.act_bits": True})
+    line = refused_in_process(capsys, ["run", str(suite), "--dry-run"])
+    assert line == (f"resolab: config error: {suite}: job: model.act_bits: expected one of 1, 2, 3, 4, 5, 6, 7, 8, 32, "
+                    "got true (bool)")
+
+
+@pytest.mark.parametrize("method", ["rsnet", "individual"])
+def test_describe_refuses_a_resolution_given_twice_as_a_suite_does(method, capsys):
+    line = refused_in_process(capsys, ["describe", "--backbone", "resnet_tiny", "--method", method,
+                                       "--resolutions", "224", "192", "224"])
+    assert line.startswith("resolab: config error: data.resolutions=[224, 224, 192] lists 224 more than once: "
+                           "with one crop for all resolutions every copy sees the same image")

@@ -434,7 +434,7 @@ def test_smoke_keeps_method_switches_and_makes_everything_tiny(tmp_path):
 def test_smoke_keeps_the_resolution_structure(tmp_path):
     path = suite_file(tmp_path, """
         cases:
-          single: {method.name: rsnet, data.resolutions: [224, 224, 224]}
+          single: {method.name: rsnet, data.resolutions: [224, 224, 224], data.crop: multi}
           inet: {method.name: individual, data.resolutions: [224, 192, 160, 128, 96]}
           rsnet: {method.name: rsnet}
         """)
@@ -499,7 +499,9 @@ def test_keys_added_later_keep_the_hashes_of_existing_jobs():
     # Hashes of two configs as computed before train.schedule/milestones/gamma/compile/check_every
     # existed: finished runs are found by hash, so a new key at its neutral value must not move them.
     assert config_hash(job_from_dict({})) == "76b6ecab7b66"
-    assert config_hash(job_from_dict({"method": {"name": "san"}, "data": {"resolutions": [64, 32]}})) == "051aa56c010e"
+    # (SAN as it was then: every conv generated, the stem included; see the meta_stem test below.)
+    old_san = {"method": {"name": "san", "meta_stem": True}, "data": {"resolutions": [64, 32]}}
+    assert config_hash(job_from_dict(old_san)) == "051aa56c010e"
     step = {"train": {"schedule": "step", "milestones": [30, 60]}}
     assert config_hash(job_from_dict(step)) != config_hash(job_from_dict({}))
     # Written out at their neutral values, later keys leave the hash alone; set away from them, they move it.
@@ -509,6 +511,41 @@ def test_keys_added_later_keep_the_hashes_of_existing_jobs():
     for changed in ({"data": {"crop_scale": [0.35, 1.0]}}, {"model": {"zero_init_residual": True}},
                     {"data": {"synthetic": {"pixel_noise": 0.3}}}, {"data": {"synthetic": {"stripe_period": [1.0, 2.0]}}}):
         assert config_hash(job_from_dict(changed)) != "76b6ecab7b66"
+
+
+def test_san_meta_stem_hashes_what_it_builds_and_old_san_jobs_keep_their_hashes():
+    from jobspec.hashing import training_hash, training_hash_of_params
+    from jobspec.tree import param_value
+
+    def san(backbone="resnet_tiny", **method):
+        return job_from_dict({"model": {"backbone": backbone}, "method": {"name": "san", **method},
+                              "data": {"resolutions": [64, 32]}})
+
+    old = "051aa56c010e"  # this SAN's hash before the switch existed (test above): a generated stem
+    assert config_hash(san(meta_stem=True)) == old
+    # The new default on a ResNet is the reference's plain stem: another job, however it is spelled.
+    assert config_hash(san()) == config_hash(san(meta_stem=False)) != old
+    # The reference's MobileNetV2 generates its stem: there the default is the old job, false is a new one.
+    assert config_hash(san("mobilenet_v2")) == config_hash(san("mobilenet_v2", meta_stem=True))
+    assert config_hash(san("mobilenet_v2", meta_stem=False)) != config_hash(san("mobilenet_v2"))
+    # A run recorded before the switch has no method.meta_stem param: it reads as the generated stem.
+    params = {k: param_value(v) for k, v in flatten(san(meta_stem=True)).items() if k != "method.meta_stem"}
+    assert training_hash_of_params(params) == training_hash(san(meta_stem=True)) != training_hash(san())
+    # A new run's params carry the default as "null": the same hash as its config.
+    assert training_hash_of_params({k: param_value(v) for k, v in flatten(san()).items()}) == training_hash(san())
+    # Privatized convs (SAN Table 4) do not read it: their hash is as before, and setting it is refused.
+    assert config_hash(san(convs="private")) == config_hash(
+        job_from_dict({"method": {"name": "san", "convs": "private"}, "data": {"resolutions": [64, 32]}}))
+    with pytest.raises(ConfigError, match=r"^method.meta_stem=false is read only with method.convs=meta .*drop "
+                                          r"method.meta_stem or set method.convs: meta$"):
+        san(convs="private", meta_stem=False).validate()
+
+
+def test_a_san_config_saved_before_meta_stem_existed_loads_with_a_generated_stem():
+    assert JobConfig.parse_saved({"method": {"name": "san"}})[0].method.meta_stem is True
+    assert JobConfig.parse_saved({"method": {"name": "san", "meta_stem": False}})[0].method.meta_stem is False
+    assert JobConfig.parse_saved({"method": {"name": "san", "convs": "private"}})[0].method.meta_stem is None
+    assert JobConfig.parse_saved({"method": {"name": "rsnet"}})[0].method.meta_stem is None
 
 
 @pytest.mark.parametrize("scale", [[0.5, 0.2], [0.0, 1.0], [0.3, 1.5], [0.3]])
@@ -564,3 +601,55 @@ def test_smoke_jobs_are_named_as_stand_ins_and_the_suite_says_what_smoke_changed
     assert "san-smoke-r18 also stands for: case 'r50'" in note
     # An override on the command line is not something --smoke changed.
     assert "train.epochs" not in load_suite(path, ["train.epochs=3"], smoke=True).smoke_note
+
+
+# ---------------------------------------------------------------- settings that would run, but not as meant
+
+
+def test_a_resolution_listed_twice_is_refused_unless_each_copy_gets_its_own_crop(tmp_path):
+    message = ("data.resolutions=[32, 32, 24] lists 32 more than once: with one crop for all resolutions every copy "
+               "sees the same image, so the copies train identically; list each resolution once, or set data.crop: "
+               "multi for RS-Nets' single-resolution multi-crop model")
+    with pytest.raises(ConfigError) as info:
+        job_from_dict({"data": {"resolutions": [32, 32, 24]}}).validate()
+    assert str(info.value) == message
+    assert job_from_dict({"data": {"resolutions": [32, 32, 32], "crop": "multi"}}).validate().data.resolutions == [32] * 3
+    # An I-Net set with a resolution twice is refused too (each of its jobs alone holds one resolution).
+    path = suite_file(tmp_path, "job: {method: {name: individual}, data: {resolutions: [64, 64, 32]}}\n")
+    assert "lists 64 more than once" in load_error(path)
+    # RS-Nets Table 6's single-resolution jobs (multi-crop) stay valid, real and smoke.
+    table6 = REPO / "experiments" / "rsnets_table6.yaml"
+    assert [j.config.data.resolutions for j in load_suite(table6).jobs if j.name.endswith("single_res_96")] == [[96] * 5]
+    assert any(j.config.data.resolutions == [32, 32, 32] for j in load_suite(table6, smoke=True).jobs)
+
+
+@pytest.mark.parametrize("key, value", [("act_bits", True), ("weight_bits", False), ("weight_bits", True)])
+def test_a_boolean_is_no_number_of_bits(tmp_path, key, value):
+    backbone = "preact_resnet_tiny"
+    with pytest.raises(ConfigError) as info:
+        JobConfig.parse({"model": {"backbone": backbone, key: value}})
+    word = "true" if value else "false"
+    assert str(info.value) == f"model.{key}: expected one of 1, 2, 3, 4, 5, 6, 7, 8, 32, got {word} (bool)"
+    path = suite_file(tmp_path, f"job: {{model: {{backbone: {backbone}, {key}: {word}}}}}\n")
+    assert f"model.{key}: expected one of 1, 2, 3, 4, 5, 6, 7, 8, 32, got {word} (bool)" in load_error(path)
+    assert JobConfig.parse({"model": {"backbone": backbone, key: 2}}).model.model_dump()[key] == 2
+
+
+def test_milestones_at_or_after_the_last_epoch_are_refused_for_full_runs():
+    step = {"schedule": "step", "epochs": 40}
+    with pytest.raises(ConfigError) as info:
+        job_from_dict({"train": {**step, "milestones": [30, 40, 45]}}).validate()
+    assert str(info.value) == ("train.milestones [40, 45] are not before train.epochs=40: the lr is divided after that "
+                               "many epochs, so they would never apply; drop them or scale the milestones to the epochs")
+    assert job_from_dict({"train": {**step, "milestones": [30, 39]}}).validate().train.milestones == [30, 39]
+    # A run with capped epochs (smoke, tests) is a short test whose schedule is not the point.
+    capped = job_from_dict({"train": {**step, "milestones": [30, 60], "max_steps_per_epoch": 2}})
+    assert capped.validate().train.milestones == [30, 60]
+
+
+def test_rsnets_table3_checks_its_milestones_against_its_epochs_even_under_smoke():
+    table3 = REPO / "experiments" / "rsnets_table3.yaml"
+    assert all(j.config.train.milestones == [30, 60, 85, 95, 105] for j in load_suite(table3, smoke=True).jobs)
+    for smoke in (False, True):  # the real jobs are validated under --smoke too
+        assert "train.milestones [60, 85, 95, 105] are not before train.epochs=60" in load_error(
+            table3, ["train.epochs=60"], smoke=smoke)

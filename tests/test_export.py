@@ -236,3 +236,124 @@ def test_a_model_file_with_settings_this_version_dropped_still_loads_and_says_wh
     torch.save(payload, old)
     with pytest.raises(ModelFileError, match="weights do not fit"):
         load_model(old)
+
+
+# ---------------------------------------------------------------- bad paths and options: one line, nothing written
+
+
+def refused(capsys, code: int) -> str:
+    """The one line on stderr of a command that refused its input with exit 2, no traceback."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("resolab: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    return _mlp_san_file(tmp_path)
+
+
+def test_export_out_problems_are_one_line_before_any_work(tmp_path, capsys, model_file):
+    base = ["export", str(model_file), "--resolution", "24", "--out"]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert "is a directory; give a file path such as" in refused(capsys, cli_main([*base, str(folder)]))
+    kept = tmp_path / "kept.pt"
+    kept.write_bytes(b"an earlier export")
+    line = refused(capsys, cli_main([*base, str(kept)]))
+    assert line == f"resolab: --out {kept} exists; pass --force to replace it, or choose another --out"
+    assert kept.read_bytes() == b"an earlier export"
+    assert cli_main([*base, str(kept), "--force"]) == 0  # replaced: a TorchScript file now
+    assert torch.jit.load(str(kept))(torch.randn(1, 3, 24, 24)).shape == (1, 10)
+    full = tmp_path / "all"
+    (full / "other").mkdir(parents=True)
+    line = refused(capsys, cli_main(["export", str(model_file), "--all", "--out", str(full), "--force"]))
+    assert "is not an empty directory" in line and (full / "other").is_dir()  # --force never replaces a folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all", "folder", "kept.pt", "mlp.pt"]
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs /sys, where no file can be created (even by root)")
+@pytest.mark.parametrize("what", [["--resolution", "24"], ["--all"]])
+def test_export_into_a_place_that_takes_no_file_is_one_line(capsys, model_file, what):
+    line = refused(capsys, cli_main(["export", str(model_file), *what, "--out", "/sys/resolab-x.pt"]))
+    assert line.startswith("resolab: --out /sys/resolab-x.pt: cannot create a file in /sys (")
+    assert line.endswith("); choose another --out")
+
+
+def test_an_export_resolution_above_the_limit_is_one_line_before_anything_is_built(tmp_path, capsys, model_file):
+    line = refused(capsys, cli_main(["export", str(model_file), "--resolution", "100000", "--out", str(tmp_path / "x.pt")]))
+    # 3 x 100000^2 float32 = 1.2e11 bytes
+    assert line == ("resolab: --resolution 100000 is above resolab's limit of 2048 px (its input alone would take "
+                    "120 GB, its activations many times more); export at 2048 px or less")
+    assert "above resolab's limit of 2048 px" in refused(capsys, cli_main(
+        ["export", str(model_file), "--resolution", "2049", "--out", str(tmp_path / "x.pt")]))
+    export_mod.check_resolution(2048)  # the limit itself is allowed (building at 2048 px takes seconds here)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.pt"]
+
+
+def test_import_reference_names_what_it_was_given(tmp_path, capsys, model_file):
+    from tests.test_import_reference import rsnets_tiny_state
+
+    torch.save(rsnets_tiny_state(), tmp_path / "ref.pth")
+    script = tmp_path / "plain.pt"
+    export_route(load_model(model_file), RouteChoice(24), "torchscript", script)
+    out = tmp_path / "out.pt"
+
+    def run(checkpoint, *extra):
+        return cli_main(["import-reference", "rsnets", str(checkpoint), "--backbone", "resnet_tiny", "--width", "8",
+                         "--resolutions", "224", "192", "--num-classes", "10", "--out", str(out), *extra])
+    takes = "give the checkpoint file the reference code's training script saved"
+    assert refused(capsys, run(tmp_path)) == f"resolab: {tmp_path} is a directory; {takes} (a state dict, bare or " \
+                                              "under 'state_dict', usually .pth or .pth.tar)"
+    assert f"none.pth: no such file; {takes}" in refused(capsys, run(tmp_path / "none.pth"))
+    line = refused(capsys, run(script))
+    assert "is a TorchScript file (a plain CNN, as resolab export writes one), not a checkpoint" in line and takes in line
+    assert "run id" not in line  # export's hint
+    assert run(tmp_path / "ref.pth") == 0
+    written = out.read_bytes()
+    assert "exists; pass --force" in refused(capsys, run(tmp_path / "ref.pth"))
+    assert out.read_bytes() == written
+    assert run(tmp_path / "ref.pth", "--force") == 0
+    capsys.readouterr()
+    out = tmp_path / "folder"
+    out.mkdir()
+    assert "is a directory; give a file path" in refused(capsys, run(tmp_path / "ref.pth"))
+
+
+def test_evaluate_model_names_a_torchscript_file_bad_settings_and_its_data_flag(tmp_path, capsys, model_file):
+    script = tmp_path / "plain.pt"
+    export_route(load_model(model_file), RouteChoice(24), "torchscript", script)
+    uri = ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    line = refused(capsys, cli_main(["evaluate-model", str(script), *uri]))
+    assert line == (f"resolab: {script} is a TorchScript file (a plain CNN, as resolab export writes one), not a "
+                    "checkpoint with weights and config; give a resolab model file (resolab import-reference "
+                    "writes one) or a job's checkpoint.pt")
+    line = refused(capsys, cli_main(["evaluate-model", str(model_file), "--set", "eval.test_resolutions=[0,24]", *uri]))
+    assert line == "resolab: config error: eval.test_resolutions must be a non-empty list of positive integers, got [0, 24]"
+    line = refused(capsys, cli_main(["evaluate-model", str(model_file), "--set", "model.width=4", *uri]))
+    assert line.startswith("resolab: config error: --set model.width: evaluate-model evaluates the model as it was "
+                           "trained") and "eval.*, data.*" in line
+    line = refused(capsys, cli_main(["evaluate-model", str(model_file), "--device", "tpu", *uri]))
+    assert line == "resolab: --device 'tpu' is not one resolab runs on; use cpu or cuda (cuda:N for GPU N)"
+    missing = tmp_path / "imagenet"
+    line = refused(capsys, cli_main(["evaluate-model", str(model_file), "--data", str(missing), *uri]))
+    assert line.startswith(f"resolab: dataset root not found: {missing}.")
+    assert line.endswith("Fix: give --data a folder with that layout") and "data.root" not in line
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
+
+
+def test_evaluate_model_of_an_imported_model_needs_data(tmp_path, capsys):
+    model = _imported_file(tmp_path, "rsnets", "resnet_tiny")
+    uri = ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    line = refused(capsys, cli_main(["evaluate-model", str(model), *uri]))
+    assert line == (f"resolab: {model} holds weights imported from the rsnets reference code, trained on data resolab "
+                    "cannot know: give --data ROOT, the ImageFolder (train/ and val/, e.g. ImageNet) to evaluate it on")
+    folder = tmp_path / "data"
+    for split in ("train", "val"):
+        for c in range(3):
+            (folder / split / f"c{c}").mkdir(parents=True)
+    line = refused(capsys, cli_main(["evaluate-model", str(model), "--data", str(folder), *uri]))
+    assert line == f"resolab: {folder}/train holds 3 classes, the model has 10 outputs: give --data the dataset it was trained on"
+    assert not (tmp_path / "mlflow.db").exists()

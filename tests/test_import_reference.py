@@ -4,7 +4,8 @@ The reference layouts are written out here (key names and shapes), not taken fro
 RS-Nets wraps convs and the FC in ``ModuleParallel`` (``<name>.module.weight``) and keeps one BN per
 resolution (``<name>.bn_<i>.*``); SAN generates each block conv from ``nn.Linear(1, numel)``
 (``<block>.fc<k>.weight`` (numel, 1) = our eps-scale, ``.bias`` (numel,) = our base), keeps a plain stem
-conv and carries torchvision's downsample branch unused.
+conv and carries torchvision's downsample branch unused. RS-Nets' training script registers the MRED
+weights ``alpha`` on the model before DataParallel and saves ``model.state_dict()``: ``module.alpha``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from orchestrator.cli import main as cli_main
 from orchestrator.model_file import load_model
@@ -100,7 +103,9 @@ def test_san_weights_land_where_they_should(tmp_path):
     state = san_tiny_state()
     imported = _import("san", _save(tmp_path / "san.pth", state, wrap=True, prefix=True))
     b = imported.net.backbone
-    assert torch.equal(b.conv1.base, state["conv1.module.weight"]) and not b.conv1.scale.any()
+    # The reference's ResNet stem is a plain conv shared by every resolution, and so is ours.
+    assert type(b.conv1) is nn.Conv2d and torch.equal(b.conv1.weight, state["conv1.module.weight"])
+    assert imported.config.method.meta_stem is None  # the reference's choice, not a setting of its own
     conv = b.layers[1].conv2
     assert torch.equal(conv.base, state["layers.1.fc2.bias"].view(16, 16, 3, 3))
     assert torch.equal(conv.scale, state["layers.1.fc2.weight"].view(16, 16, 3, 3))
@@ -175,3 +180,129 @@ def test_cli_import_errors_leave_no_file(tmp_path, capsys):
     payload = torch.load(out, weights_only=True)
     assert payload["format"] == "resolab-model/1" and payload["config"]["method"]["name"] == "rsnet"
     assert load_model(out).net.resolutions == RES
+
+
+# ----------------------------------------------------------------- a checkpoint as RS-Nets' script saves it
+
+
+class _Shared(nn.Module):
+    """The reference's wrapper of a shared layer: one module (``.module``) run on every resolution's tensor."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, xs):
+        return [self.module(x) for x in xs]
+
+
+class _PrivateBN(nn.Module):
+    """One BatchNorm2d per resolution, ``bn_<i>``, slot i for input i."""
+
+    def __init__(self, channels: int, slots: int):
+        super().__init__()
+        for i in range(slots):
+            setattr(self, f"bn_{i}", nn.BatchNorm2d(channels))
+
+    def forward(self, xs):
+        return [getattr(self, f"bn_{i}")(x) for i, x in enumerate(xs)]
+
+
+class _Block(nn.Module):
+    """torchvision's BasicBlock names (conv1, bn1, conv2, bn2, downsample.0/.1), run on lists of tensors."""
+
+    def __init__(self, cin: int, cout: int, stride: int, slots: int):
+        super().__init__()
+        self.conv1 = _Shared(nn.Conv2d(cin, cout, 3, stride, 1, bias=False))
+        self.bn1 = _PrivateBN(cout, slots)
+        self.conv2 = _Shared(nn.Conv2d(cout, cout, 3, 1, 1, bias=False))
+        self.bn2 = _PrivateBN(cout, slots)
+        self.downsample = (nn.Sequential(_Shared(nn.Conv2d(cin, cout, 1, stride, bias=False)), _PrivateBN(cout, slots))
+                           if stride != 1 or cin != cout else None)
+
+    def forward(self, xs):
+        out = self.bn2(self.conv2([F.relu(o) for o in self.bn1(self.conv1(xs))]))
+        shortcut = self.downsample(xs) if self.downsample is not None else xs
+        return [F.relu(o + s) for o, s in zip(out, shortcut)]
+
+
+class ReferenceTinyRSNet(nn.Module):
+    """resnet_tiny (3x3 stride-1 stem, stages w, 2w, 4w of one BasicBlock) in RS-Nets' parallel layout."""
+
+    def __init__(self, slots: int, classes: int = 10, width: int = WIDTH):
+        super().__init__()
+        self.conv1 = _Shared(nn.Conv2d(3, width, 3, 1, 1, bias=False))
+        self.bn1 = _PrivateBN(width, slots)
+        self.layers = nn.Sequential(_Block(width, width, 1, slots), _Block(width, 2 * width, 2, slots),
+                                    _Block(2 * width, 4 * width, 2, slots))
+        self.fc = _Shared(nn.Linear(4 * width, classes))
+
+    def forward(self, xs):
+        xs = self.layers([F.relu(x) for x in self.bn1(self.conv1(xs))])
+        return self.fc([x.mean((2, 3)) for x in xs])
+
+
+def save_as_rsnets_script(path: Path, alpha: list[float], slots: int = len(RES)) -> nn.Module:
+    """As non-quantization/imagenet.py does: alpha registered on the model, then DataParallel, then
+    {'state_dict': model.state_dict(), ...} with the optimizer's state beside it. Returns the model (eval)."""
+    torch.manual_seed(5)
+    model = ReferenceTinyRSNet(slots)
+    model.register_parameter("alpha", nn.Parameter(torch.tensor(alpha)))
+    wrapped = nn.DataParallel(model)
+    optimizer = torch.optim.SGD(wrapped.parameters(), 0.1, momentum=0.9, weight_decay=1e-4)
+    wrapped.train()  # one step so that BN statistics and the optimizer's momentum are a trained model's
+    outputs = wrapped([torch.randn(4, 3, r, r) for r in (32, 24, 16)[:slots]])
+    sum(o.square().mean() for o in outputs).backward()
+    optimizer.step()
+    with torch.no_grad():  # BN affine and statistics away from their initial 1 / 0 so that a wrong slot shows
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(), m.running_mean.normal_(), m.running_var.uniform_(0.5, 2)
+    torch.save({"epoch": 120, "arch": "parallel_resnet_tiny", "state_dict": wrapped.state_dict(), "best_acc0": 71.5,
+                "best_acc": 69.25, "optimizer": optimizer.state_dict()}, path)
+    return model.eval()
+
+
+def test_a_checkpoint_saved_as_the_rsnets_script_saves_it_imports_exports_and_keeps_alpha(tmp_path, capsys):
+    from orchestrator.export import RouteChoice, export_route
+
+    path, out = tmp_path / "checkpoint.pth.tar", tmp_path / "rsnet.pt"
+    alpha = [0.8, -0.3]
+    reference = save_as_rsnets_script(path, alpha)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert "module.alpha" in saved and all(k.startswith("module.") for k in saved)
+    assert cli_main(["import-reference", "rsnets", str(path), "--backbone", "resnet_tiny", "--width", str(WIDTH),
+                     "--resolutions", "32", "24", "--num-classes", "10", "--out", str(out)]) == 0
+    weights = torch.softmax(torch.tensor(alpha), 0).tolist()
+    assert f"softmax(alpha) = {weights[0]:.3f} (32 px), {weights[1]:.3f} (24 px)" in capsys.readouterr().out
+    loaded = load_model(out)
+    assert torch.equal(loaded.net.mred.alpha, torch.tensor(alpha))
+    # Where resolab reports MRED weights (the mred_weight/r<res> metrics): softmax of the imported alpha.
+    reported = loaded.method.epoch_metrics(loaded.net)
+    assert reported == pytest.approx({"mred_weight/r32": weights[0], "mred_weight/r24": weights[1]}, abs=1e-7)
+    assert weights[0] == pytest.approx(0.7503, abs=1e-4)  # e^0.8 / (e^0.8 + e^-0.3), by hand
+    # The reference's logits at every resolution, from the imported model and from its TorchScript export.
+    xs = [torch.randn(3, 3, 32, 32), torch.randn(3, 3, 24, 24)]
+    with torch.no_grad():
+        expected = reference(xs)
+        for slot, (r, x) in enumerate(zip((32, 24), xs)):
+            torch.testing.assert_close(loaded.net(x, resolution=r), expected[slot], rtol=1e-5, atol=1e-5)
+        export_route(loaded, RouteChoice(24), "torchscript", tmp_path / "r24.pt")
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "r24.pt"))(xs[1]), expected[1], rtol=1e-5, atol=1e-5)
+
+
+def test_alpha_of_another_resolution_count_is_refused_naming_the_fix(tmp_path, capsys):
+    path = tmp_path / "three.pth.tar"
+    save_as_rsnets_script(path, [0.0, 0.1, 0.2], slots=3)
+    with pytest.raises(ImportMismatch, match=r"key 'alpha' has shape \[3\], expected \[2\]; .*give --resolutions 3 sizes"):
+        _import("rsnets", path, resolutions=[32, 24])
+    state = torch.load(path, weights_only=True)["state_dict"]
+    state["module.alpha"] = torch.ones(2, 2)
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(ImportMismatch, match=r"key 'alpha' has shape \[2, 2\].*not an RS-Nets checkpoint"):
+        _import("rsnets", path, resolutions=[32, 24, 16])
+    # The three-resolution checkpoint without the bad alpha imports at three resolutions.
+    del state["module.alpha"]
+    torch.save({"state_dict": state}, path)
+    imported = _import("rsnets", path, resolutions=[32, 24, 16])
+    assert torch.equal(imported.net.mred.alpha, torch.ones(3)) and "no 'alpha'" in " ".join(imported.notes)

@@ -78,3 +78,43 @@ def test_every_hidden_unit_learns():
     for m in metas:
         assert (m.hidden_layer.bias.grad != 0).all(), m
         assert (m.hidden_layer.weight.grad != 0).all(), m
+
+
+def _bench_meta_kinks():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "meta_kinks.py"
+    spec = importlib.util.spec_from_file_location("meta_kinks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_mlp_starts_affine_in_eps_and_bends_only_where_a_kink_enters_the_training_range():
+    """bench/meta_kinks.py's census: at init every unit is active over [eps(24), eps(48)] = [0.075, 0.15],
+    so the MLP is affine there whatever its output layer; a kink moved inside bends it by a hand-computed
+    amount, and a unit with negative slope whose kink is below the range is dead over all of it."""
+    census = _bench_meta_kinks().kink_census
+    torch.manual_seed(0)
+    net = san_net("resnet_tiny", 8, TINY)
+    metas = mlp_convs(net)
+    lo, hi = scale_encoding(24), scale_encoding(48)
+    with torch.no_grad():
+        for m in metas:
+            m.out.normal_(std=0.1)  # an output layer off zero, so any bend would show
+    start = census(net, lo, hi)
+    assert (start["kink_inside"], start["active_throughout"], start["dead_throughout"]) == (0, 8 * len(metas), 0)
+    assert start["max_relative_bend"] < 1e-12
+    first = metas[0]
+    with torch.no_grad():
+        first.hidden_layer.bias[3] = -0.1  # slope 1: kink at 0.1, inside the range
+        first.hidden_layer.weight[5, 0], first.hidden_layer.bias[5] = -1.0, 0.05  # relu(0.05 - eps) = 0 there
+        keep = first.out[:, 3].clone()
+        first.out.zero_()
+        first.out[:, 3] = keep  # this conv's eps-part is now U3 relu(eps - 0.1) alone
+    moved = census(net, lo, hi)
+    assert (moved["kink_inside"], moved["active_throughout"], moved["dead_throughout"]) == (1, 8 * len(metas) - 2, 1)
+    # Over the 33-point grid the chord of relu(eps - 0.1) from 0.075 (0) to 0.15 (0.05) is farthest from it
+    # at grid point 11, eps = 0.075 + 11 * 0.075 / 32: 0.05 * 11/32 - 0.00078125 = 0.01640625; / span 0.05.
+    assert moved["max_relative_bend"] == pytest.approx(0.328125, rel=1e-6)  # float32 c = -0.1

@@ -242,6 +242,53 @@ def test_methods_build_the_layers_their_ablation_names(tiny_job, overrides, swit
     assert sum(isinstance(m, torch.nn.Linear) for m in net.modules()) == 1  # one shared FC
 
 
+def _stem_and_convs(net):
+    convs = [m for m in net.backbone.modules() if isinstance(m, (torch.nn.Conv2d, MetaConv2d))]
+    return convs[0], convs[1:]
+
+
+@pytest.mark.parametrize("backbone, setting, stem_type", [
+    ("resnet_tiny", None, torch.nn.Conv2d),  # SAN's reference ResNets: conv1 is a plain shared conv
+    ("resnet_tiny", False, torch.nn.Conv2d),
+    ("resnet_tiny", True, MetaConv2d),  # every conv generated, as before the switch
+    ("preact_resnet_tiny", None, torch.nn.Conv2d),
+    ("mobilenet_v2", None, MetaConv2d),  # SAN's reference MobileNetV2 generates its first conv too
+    ("mobilenet_v2", False, torch.nn.Conv2d),
+])
+def test_san_stem_follows_the_reference_per_backbone(tiny_job, backbone, setting, stem_type):
+    _, net = method_and_net(tiny_job, **{"method.name": "san", "model.backbone": backbone, "method.meta_stem": setting})
+    stem, rest = _stem_and_convs(net)
+    assert type(stem) is stem_type and stem.in_channels == 3
+    assert rest and all(type(m) is MetaConv2d for m in rest)
+    x = torch.randn(2, 3, 24, 24)
+    net.eval()(x, resolution=24)  # a plain stem in front of generated convs runs at any resolution
+
+
+def test_a_plain_stem_saves_the_stems_scale_tensor_in_the_count(tiny_job):
+    """A linear meta conv holds two kernels (b, w); the plain stem holds one: 8 x 3 x 3 x 3 = 216 fewer."""
+    count = {setting: sum(p.numel() for p in method_and_net(tiny_job, **{"method.name": "san",
+                                                                         "method.meta_stem": setting})[1].parameters())
+             for setting in (None, True)}
+    assert count[True] - count[None] == 8 * 3 * 3 * 3
+
+
+def test_a_san_model_file_saved_before_meta_stem_existed_still_loads(tiny_job, tmp_path):
+    from orchestrator.model_file import load_model, save_model_file
+
+    cfg = tiny_job(**{"method.name": "san", "method.meta_stem": True})
+    _, net = method_and_net(tiny_job, **{"method.name": "san", "method.meta_stem": True})
+    randomize_net(net, seed=4)
+    path = save_model_file(tmp_path / "old.pt", cfg, net, 10, {})
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["method"]["meta_stem"]  # as an earlier resolab wrote it
+    torch.save(payload, path)
+    loaded = load_model(path)
+    assert type(_stem_and_convs(loaded.net)[0]) is MetaConv2d and loaded.config.method.meta_stem is True
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(loaded.net(x, resolution=24), net.eval()(x, resolution=24))
+
+
 @pytest.mark.parametrize("name", ["individual", "parallel", "rsnet", "san"])
 def test_zero_init_residual_starts_every_block_as_its_shortcut(tiny_job, name):
     """model.zero_init_residual: each block's last BN starts at gamma = 0 in every slot, so the first
@@ -268,7 +315,7 @@ def test_zero_init_residual_starts_every_block_as_its_shortcut(tiny_job, name):
     ({"method.name": "san", "eval.calibrate": False}, ["fixed", "proxy", "ideal"]),
     ({"method.name": "san", "method.convs": "private"}, ["fixed", "proxy"]),
     ({"method.name": "rsnet"}, ["fixed", "nearest", "interp"]),
-    ({"method.name": "rsnet", "data.resolutions": [32, 32, 32]}, ["fixed", "nearest"]),
+    ({"method.name": "rsnet", "data.resolutions": [32, 32, 32], "data.crop": "multi"}, ["fixed", "nearest"]),
     ({"method.name": "parallel", "method.bn": "shared"}, ["fixed", "nearest"]),
     ({"method.name": "individual", "data.resolutions": [24]}, ["fixed"]),
 ])

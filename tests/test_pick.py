@@ -4,6 +4,7 @@ export and pick then read."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -122,9 +123,43 @@ def test_evaluate_model_records_a_run_that_pick_reads(store, tmp_path, capsys):
     assert cli_main(["evaluate-model", str(model), "--set", "eval.test_resolutions=[32,24]",
                      "--tracking-uri", uri, "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    # Said at once: which data (the model's own synthetic data: no --data needed) and what is evaluated;
+    # then the images done (eval.max_batches=1 of 8 images caps the 20 validation images at 8).
+    assert lines[0] == ("data: the built-in synthetic data the model's config names (10 classes); give --data ROOT "
+                        "to evaluate on an ImageFolder instead")
+    # fixed: 3 training rows x 2 test resolutions; nearest and interp: one adaptive row each
+    assert lines[1] == "evaluating 10 cells (fixed, nearest, interp) at test resolutions 32 24 on cpu"
+    assert re.fullmatch(r"  8/8 images, \d+ s", lines[2]) and lines[3].startswith("evaluated in ")
     run_id = printed.split("recorded as MLflow run ")[1].split()[0]
     run = MlflowClient(uri).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resolab.model_file"] == str(model.resolve())
     assert "acc1/train32_test24" in run.data.metrics and "acc1/interp/test24" in run.data.metrics
     assert cli_main(["pick", run_id, "--budget-ms", "0.001", "--tracking-uri", uri]) == 1
     assert "nothing fits" in capsys.readouterr().out
+
+
+def test_pick_refuses_a_device_it_cannot_time_on_before_loading_anything(store, capsys):
+    uri, finished, _, _, _ = store
+    for device, said in [("tpu", "--device 'tpu' is not one resolab runs on; use cpu or cuda (cuda:N for GPU N)"),
+                         ("cuda:x", "--device 'cuda:x' is not a torch device; use cpu or cuda (cuda:N for GPU N)")]:
+        code = cli_main(["pick", finished, "--budget-ms", "5", "--device", device, "--tracking-uri", uri])
+        err = capsys.readouterr().err
+        assert code == 2 and err == f"resolab: {said}\n"
+
+
+def test_evaluate_model_progress_counts_the_images_the_evaluator_takes():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from orchestrator.evaluate_model import progress
+
+    loader = DataLoader(TensorDataset(torch.zeros(10, 1), torch.zeros(10)), batch_size=4)
+    lines: list[str] = []
+    batches = list(progress(lines.append, interval=0.0)(loader))
+    assert [len(b[1]) for b in batches] == [4, 4, 2]  # every batch passed on, unchanged
+    assert [line.split(",")[0] for line in lines] == ["  4/10 images (40%)", "  8/10 images (80%)", "  10/10 images"]
+    lines.clear()
+    wrapped = progress(lines.append, max_batches=1, interval=0.0)(loader)
+    next(wrapped)
+    next(wrapped)  # the evaluator asks for the next batch, then stops there (eval.max_batches=1)
+    assert lines[0].startswith("  4/4 images, ")

@@ -1,5 +1,5 @@
-"""LQ-Nets quantizers (RS-Nets §4.3), checked against hand computations: nearest levels by brute force,
-QEM's error and closed form, the activation basis' moving-average least squares, straight-through
+"""LQ-Nets quantizers (RS-Nets §4.1/§4.2), checked against hand computations: nearest levels by brute force,
+QEM's error and closed form, the activation basis' zero-debiased moving-average least squares, straight-through
 gradients, one set of quantized weights for every resolution of an RS-Net, 2-step training runs,
 materialisation, describe's storage numbers, and the config errors."""
 from __future__ import annotations
@@ -98,12 +98,69 @@ def test_qem_with_one_bit_is_the_mean_absolute_value():
     assert torch.allclose(qem(w, torch.full((4, 1), 0.3), codes), exact, rtol=1e-4)
 
 
-def test_refit_blends_one_qem_iteration_with_factor_0_9():
+def tf_zero_debiased(fits: list[np.ndarray], decay: float = 0.9) -> list[np.ndarray]:
+    """TensorFlow's assign_moving_average(zero_debias=True), as written there: a biased accumulator
+    from 0 and a step count; the variable is the accumulator / (1 - decay^t) after update t."""
+    biased, out = np.zeros_like(fits[0]), []
+    for t, fit in enumerate(fits, start=1):
+        biased = biased - (biased - fit) * (1 - decay)
+        out.append(biased / (1 - decay ** t))
+    return out
+
+
+def test_refit_is_tf_zero_debiased_moving_average_of_one_qem_iteration():
     conv = quantized_conv(bits=2)
-    old = conv.basis.clone()
-    fitted = qem(conv.weight.detach().reshape(conv.out_channels, -1), old, conv.codes, iterations=1)
+    init = conv.basis.clone()
+    rows = lambda: conv.weight.detach().reshape(conv.out_channels, -1)  # noqa: E731
+    fit1 = qem(rows(), init, conv.codes, iterations=1)
     conv.refit()
-    assert torch.allclose(conv.basis, 0.9 * old + 0.1 * fitted)
+    # By hand: t = 1 gives 0.1 fit1 / (1 - 0.9) = fit1, the LQ-Nets init is gone.
+    assert torch.allclose(conv.basis, fit1, rtol=1e-6) and not torch.allclose(fit1, init)
+    assert int(conv.basis_updates) == 1
+    fits = [fit1]
+    with torch.no_grad():
+        conv.weight.mul_(1.5)  # as if the optimiser moved the weights
+    fits.append(qem(rows(), conv.basis, conv.codes, iterations=1))
+    conv.refit()
+    # t = 2: (0.9 * 0.1 fit1 + 0.1 fit2) / (1 - 0.81) = (0.09 fit1 + 0.1 fit2) / 0.19
+    assert torch.allclose(conv.basis, (0.09 * fits[0] + 0.1 * fits[1]) / 0.19, rtol=1e-5)
+    for _ in range(3):
+        with torch.no_grad():
+            conv.weight.add_(0.01 * torch.randn_like(conv.weight))
+        fits.append(qem(rows(), conv.basis, conv.codes, iterations=1))
+        conv.refit()
+    expected = tf_zero_debiased([f.double().numpy() for f in fits])[-1]
+    assert np.allclose(conv.basis.double().numpy(), expected, rtol=1e-5)
+    assert int(conv.basis_updates) == 5
+
+
+def test_basis_counter_is_saved_and_a_state_dict_without_it_loads_as_settled():
+    conv = quantized_conv(bits=2)
+    conv.refit()
+    conv.refit()
+    state = conv.state_dict()
+    assert int(state["basis_updates"]) == 2
+    fresh = quantized_conv(bits=2, seed=1)
+    fresh.load_state_dict(state)
+    assert int(fresh.basis_updates) == 2 and torch.equal(fresh.basis, conv.basis)
+    # A state dict saved before the counter (strict load, as resume and model files do): its basis has
+    # been averaged for a while already, and goes on at the plain 0.9 / 0.1 rate.
+    old = {k: v for k, v in state.items() if k != "basis_updates"}
+    fresh.load_state_dict(old)
+    assert int(fresh.basis_updates) == 1000
+    before = fresh.basis.clone()
+    fitted = qem(fresh.weight.detach().reshape(fresh.out_channels, -1), before, fresh.codes, iterations=1)
+    fresh.refit()
+    assert torch.allclose(fresh.basis, 0.9 * before + 0.1 * fitted, rtol=1e-6)
+    aq = ActivationQuantizer(2, num_slots=3, basis_mode="private")
+    aq.load_state_dict({"basis": aq.basis.clone()})
+    assert aq.basis_updates.tolist() == [1000, 1000, 1000]
+    # A whole quantized RS-Net's state dict from before the counters loads strictly.
+    net = tiny_rsnet(weight_bits=2, act_bits=2)
+    saved = {k: v for k, v in net.state_dict().items() if not k.endswith("basis_updates")}
+    assert len(saved) < len(net.state_dict())
+    net.load_state_dict(saved)
+    assert all(bool((v == 1000).all()) for k, v in net.state_dict().items() if k.endswith("basis_updates"))
 
 
 def test_weight_gradient_is_the_gradient_at_the_quantized_weight():
@@ -125,17 +182,21 @@ def brute_force_codes(x: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return codes[np.abs(x[:, None] - levels[None, :]).argmin(axis=1)]
 
 
-def test_activation_basis_update_is_the_least_squares_solution_blended_with_0_9():
+def test_activation_basis_update_is_the_least_squares_solution_zero_debiased():
     torch.manual_seed(3)
-    aq = ActivationQuantizer(2, num_slots=1)
+    aq = ActivationQuantizer(2, num_slots=1).train()
     aq.set_route(route())
-    x = F.relu(torch.randn(4, 3, 6, 6))
-    old = aq.basis[0].double().numpy().copy()
-    codes = brute_force_codes(x.double().flatten().numpy(), old)
-    ls, *_ = np.linalg.lstsq(codes, x.double().flatten().numpy(), rcond=None)
-    aq.train()
-    aq(x)
-    assert np.allclose(aq.basis[0].double().numpy(), 0.9 * old + 0.1 * ls, rtol=1e-5, atol=1e-6)
+    fits = []
+    for scale in (1.0, 2.0):  # two batches whose least-squares bases differ
+        x = scale * F.relu(torch.randn(4, 3, 6, 6))
+        codes = brute_force_codes(x.double().flatten().numpy(), aq.basis[0].double().numpy())
+        fits.append(np.linalg.lstsq(codes, x.double().flatten().numpy(), rcond=None)[0])
+        aq(x)
+        if len(fits) == 1:  # the first update replaces LQ-Nets' initial levels with the batch's fit
+            assert np.allclose(aq.basis[0].double().numpy(), fits[0], rtol=1e-5, atol=1e-6)
+    # The second: (0.09 fit1 + 0.1 fit2) / 0.19, as TF's debiased accumulator gives.
+    assert np.allclose(aq.basis[0].double().numpy(), (0.09 * fits[0] + 0.1 * fits[1]) / 0.19, rtol=1e-5, atol=1e-6)
+    assert aq.basis_updates.tolist() == [2]
 
 
 def test_basis_fits_stay_float32_under_bf16_autocast():
@@ -188,6 +249,7 @@ def test_activation_basis_modes(mode, moved):
     aq(F.relu(torch.randn(2, 3, 4, 4)))
     changed = [i for i in range(aq.basis.shape[0]) if not torch.equal(aq.basis[i], before[i])]
     assert changed == moved
+    assert [i for i, n in enumerate(aq.basis_updates.tolist()) if n] == moved  # each row counts its own updates
 
 
 # ---------------------------------------------------------------- in a network
@@ -219,10 +281,12 @@ def test_a_quantized_rsnet_feeds_every_resolution_the_same_quantized_weights():
     assert not torch.equal(conv.basis, before)
     for x, out in seen:
         assert torch.allclose(out, F.conv2d(x, q, stride=2, padding=1), atol=1e-5)
+    assert int(conv.basis_updates) == 1  # refit once per step, not once per resolution
     once = copy.deepcopy(conv)
     once.basis.copy_(before)
+    once.basis_updates.zero_()
     once.refit()
-    assert torch.allclose(once.basis, conv.basis)  # refit once per step, not once per resolution
+    assert torch.allclose(once.basis, conv.basis)
 
 
 def test_a_step_quantizes_each_conv_once_and_the_optimiser_step_makes_it_quantize_anew():

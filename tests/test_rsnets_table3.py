@@ -131,3 +131,39 @@ def test_split_of_runs_by_precision(store):
     runs = prepare_runs(runs)
     assert len(full_precision(runs)) == 1 and len(quantized(runs)) == 12
     assert settings(runs, "resnet_tiny") == [("resnet_tiny", (2, 32)), ("preact_resnet_tiny", (2, 2))]
+
+
+def test_w2a32_jobs_start_every_residual_block_at_zero_gamma():
+    """LQ-Nets' resnet_model.py and the RS-Nets reference start the last BN of every "resnet" block at
+    gamma = 0 (W2/A32) and of no "preresnet" block (W2/A2): the suite's real jobs, built as they train."""
+    import torch
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    from backbones.quantized import QuantizedConv2d
+    from jobspec import load_suite
+    from methods.base import build_method
+
+    seen = set()
+    for job in load_suite("experiments/rsnets_table3.yaml").jobs:
+        cfg = job.config
+        key = (cfg.model.backbone, cfg.method.name)
+        if key in seen or cfg.method.name == "individual" and cfg.data.resolutions != [224]:
+            continue
+        seen.add(key)
+        torch.manual_seed(0)
+        net = build_method(cfg.method, cfg.model, cfg.data.resolutions).build(num_classes=10)
+        assert any(isinstance(m, QuantizedConv2d) for m in net.modules())
+        last = [b.bn2 if isinstance(b, BasicBlock) else b.bn3 for b in net.modules()
+                if isinstance(b, (BasicBlock, Bottleneck))]
+        if cfg.model.act_bits == 32:  # W2/A32: resnet18 (8 blocks) / resnet50 (16), every BN slot at 0
+            assert cfg.model.zero_init_residual is True
+            assert len(last) == {"resnet18": 8, "resnet50": 16}[cfg.model.backbone]
+            assert all(torch.count_nonzero(bn.weight) == 0 for bn in last)
+            others = [m.weight for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+                      and all(m is not bn for bn in last)]
+            assert others and all(bool((w == 1).all()) for w in others)
+        else:  # W2/A2: pre-activation blocks (no torchvision block), gamma = 1 everywhere
+            assert last == []
+            assert all(bool((m.weight == 1).all()) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert seen == {(b, m) for b in ("resnet18", "resnet50", "preact_resnet18", "preact_resnet50")
+                    for m in ("individual", "rsnet")}

@@ -71,3 +71,31 @@ def test_a_driver_that_ended_its_suite_run_leaves_no_job_running(suite_and_uri):
     tracking.finish_suite(failed=True)
     state, detail = job_states(suite, uri)[suite.jobs[0].name]
     assert (state, detail.split(";")[0]) == ("interrupted", "its suite run ended FAILED")
+
+
+def test_status_prints_the_run_id_that_export_and_pick_take(suite_and_uri, tmp_path, capsys):
+    from orchestrator.cli import main
+
+    suite, uri = suite_and_uri
+    tracking = SuiteTracking(uri, suite, "resolab run states.yaml")
+    _, _, run_ids = tracking.prepare(suite.jobs[:3])  # the last two jobs have no run yet
+    client = MlflowClient(uri)
+    done, killed, failed = (run_ids[j.name] for j in suite.jobs[:3])
+    client.set_terminated(done, status="FINISHED")
+    client.update_run(killed, status="RUNNING")
+    client.set_terminated(failed, status="FAILED")
+    # A Ctrl-C ends the invocation's unfinished runs as KILLED: an interrupt, not a failure.
+    tracking.end_interrupted()
+    assert client.get_run(killed).info.status == "KILLED" and client.get_run(tracking.parent_id).info.status == "KILLED"
+
+    assert main(["status", str(suite.path), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 0
+    head, *lines = capsys.readouterr().out.splitlines()
+    assert head == "states: done 1/5  running 0  interrupted 1  failed 1  pending 2"
+    width = max(len(j.name) for j in suite.jobs)
+    names = [j.name.ljust(width) for j in suite.jobs]
+    assert lines[0] == f"  done        {names[0]}  run {done}"
+    assert lines[1] == (f"  interrupted {names[1]}  run {killed}  "
+                        "(interrupted (Ctrl-C / SIGINT); run the same command again to resume)")
+    assert lines[2].startswith(f"  failed      {names[2]}  run {failed}")
+    assert lines[3] == f"  pending     {names[3]}  no run yet"
+    assert lines[4] == f"  pending     {names[4]}  no run yet"

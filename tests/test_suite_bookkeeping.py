@@ -173,3 +173,28 @@ def test_queued_job_runs_start_when_the_job_starts_on_ray(local_ray, home, tmp_p
 
     again = run_suite(suite, RunOptions(tracking_uri=uri, live_interval=60))
     assert len(again.skipped) == 3 and len(parents(client, suite)) == 1
+
+
+def test_an_interrupt_ends_the_invocations_unfinished_runs_as_killed_and_goes_on(store, tmp_path):
+    import signal
+
+    uri, client = store
+    suite = write_suite(tmp_path, "stopped", lrs=(0.05, 0.02, 0.01))
+    first, second, third = (j.name for j in suite.jobs)
+    earlier = SuiteTracking(uri, suite, "resolab run")  # another invocation, still running
+    _, _, earlier_runs = earlier.prepare(suite.jobs)
+    client.set_terminated(earlier_runs[first], status="FINISHED")
+    assert earlier_runs[second]  # its run is made: SCHEDULED
+    tracking = SuiteTracking(uri, suite, "resolab run")
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.killed_on_interrupt():
+            _, _, run_ids = tracking.prepare(suite.jobs)  # the second job's run: re-parented, SCHEDULED
+            client.update_run(run_ids[third], status="RUNNING")  # the third's: made when it starts
+            raise KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is handler
+    status = {r.data.tags["resolab.job"]: r.info.status for r in tracking.job_runs()}
+    assert status == {first: "FINISHED", second: "KILLED", third: "KILLED"}
+    assert client.get_run(tracking.parent_id).info.status == "KILLED"
+    assert client.get_run(earlier.parent_id).info.status == "RUNNING"  # another invocation's: not this one's to end
+    assert {s for s, _ in job_states(suite, uri).values()} == {"done", "interrupted"}

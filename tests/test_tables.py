@@ -391,8 +391,16 @@ def test_san_table6_and_table7(capsys, store_uri):
     assert "| SAN (train 32) | 52.00 | 64.00 | 68.00 | 60.00 |" in out  # no published row for the tiny net
     assert "| model \\ test | 480 | 384 | 224 | 100 |" in out
     assert "| SAN (train 224) | 74.30 | **79.50** | **78.40** | **60.00** |" in out
-    assert "| FixRes (train 224) [30] | **78.10** | 79.00 | 77.10 | — |" in out  # 100 px: not in the publication
+    # FixRes as published, one decimal beside the SAN row's two; 100 px: not in the publication.
+    assert "| FixRes (train 224) [30] | **78.1** | 79.0 | 77.1 | — |" in out
     assert "FixRes (train 224) [30]: top-1 % as published in Touvron" in out
+    # --digits sets the trained rows' precision; the quoted row keeps the source's.
+    out = table_md(capsys, store_uri, "san_table7", "--digits", "3")
+    assert "| SAN (train 224) | 74.300 | **79.500** | **78.400** | **60.000** |" in out
+    assert "| FixRes (train 224) [30] | **78.1** | 79.0 | 77.1 | — |" in out
+    _, csv_out, _ = run_cli(capsys, "san_table7", "--tracking-uri", store_uri, "--no-log", "--format", "csv")
+    frame = pd.read_csv(io.StringIO(csv_out), dtype=str)
+    assert frame[frame["row"] == "FixRes (train 224) [30]"]["value"].tolist() == ["78.1", "79.0", "77.1", "—"]
 
 
 def test_rsnets_table5_deltas_vs_full(capsys, store_uri):
@@ -475,7 +483,7 @@ def test_quickstart_prints_real_numbers(capsys, store_uri):
 @pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
 def test_every_table_renders_in_every_format(capsys, store_uri, fmt):
     expected = {"san_table1": "64.00", "san_table2": "54.00", "san_table3": "63.00", "san_table4": "65.50",
-                "san_table5": "-0.50", "san_table6": "72.00", "san_table7": "78.10", "rsnets_table2": "11.18M",
+                "san_table5": "-0.50", "san_table6": "72.00", "san_table7": "79.50", "rsnets_table2": "11.18M",
                 "rsnets_table3": "61.5 / 81.5 (+1.5)", "rsnets_table4": "70.0",
                 "rsnets_table5": "59.2", "rsnets_table6": "3×", "rsnets_fig3": "2.70", "rsnets_fig4": "59.0", "rsnets_fig5": "-0.8", "fig1": "71.5",
                 "rsnets_table1": "—",  # this store holds no per-image predictions: every share is missing
