@@ -31,7 +31,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     # Run as a script: import the project packages from the repository root, not from analysis/.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from analysis.one_line_parser import ArgumentParser
+from jobspec.one_line_parser import ArgumentParser
 from jobspec import PROJECT_ROOT, resolve_tracking_uri
 
 # pandas, MLflow and the table builders (torch, matplotlib) are imported when a table is built, so
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if store_is_empty(uri):
         return _nothing_there(uri, None)
-    from analysis.tracking_check import TrackingUnavailable, check_tracking
+    from records.store import TrackingUnavailable, check_tracking
 
     try:
         check_tracking(uri)  # seconds, where MLflow's client retries an unreachable server for minutes

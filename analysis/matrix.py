@@ -34,7 +34,7 @@ COLUMNS = ["mode", "row", "test_res", "top1", "top5"]
 class Matrix:
     frame: pd.DataFrame  # long form, COLUMNS
     predictions: pd.DataFrame | None = None  # per-image top-1 of every cell (analysis.predictions), when evaluated
-    gap_cdf: pd.DataFrame | None = None  # GAP activation quantiles (orchestrator.gap_features), when eval.gap_cdf
+    gap_cdf: pd.DataFrame | None = None  # GAP activation quantiles (orchestrator.engine.gap_features), when eval.gap_cdf
 
     def table(self, mode: str = "fixed", metric: str = "top1") -> pd.DataFrame:
         """Wide view: one row per training resolution (or 'adaptive'), one column per test resolution."""

@@ -11,7 +11,7 @@ from analysis.runs import resolutions_of
 from analysis.table_model import MISSING, Notes
 from jobspec import DataConfig, JobConfig, MethodConfig, ModelConfig
 
-# orchestrator.data builds the synthetic dataset with this many classes when data.num_classes is null.
+# orchestrator.data.loaders builds the synthetic dataset with this many classes when data.num_classes is null.
 SYNTHETIC_DEFAULT_CLASSES = 10
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from mlflow.entities import Metric
 
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
-from analysis.mlflow_batch import log_batched
+from records.batch import log_batched
 from analysis.predictions import PREDICTIONS_NAME, write_predictions
 
 ARTIFACT_DIR = "matrix"

@@ -6,7 +6,7 @@ Run by hand on a CUDA machine (the tests cannot: CI has no GPU):
     python bench/gpu_check.py --json           # ... ending with one JSON object
     python bench/gpu_check.py --device cpu     # the same code paths on CPU, tiny (a minute or two)
 
-Checks, each through the project's own functions (``orchestrator.loop``, ``analysis.matrix``, ``resolab run``):
+Checks, each through the project's own functions (``orchestrator.engine.loop``, ``analysis.matrix``, ``resolab run``):
   step <method>    two of the loop's ``train_step`` for individual, parallel, rsnet, san and the quantized
                    RS-Net (W2/A2 on the pre-activation twin), under bf16 autocast with channels_last: finite
                    loss and gradients, bf16 logits, weights still float32 and channels_last;
@@ -48,8 +48,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from analysis.matrix import evaluate_matrix, matrix_cells  # noqa: E402
 from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from jobspec import DataConfig, JobConfig, SyntheticConfig  # noqa: E402
-from orchestrator.data import build_loader, build_train_dataset, build_val_dataset  # noqa: E402
-from orchestrator.loop import autocast_for, calibration_batches_for, to_device  # noqa: E402
+from orchestrator.data.loaders import build_loader, build_train_dataset, build_val_dataset  # noqa: E402
+from orchestrator.engine.loop import autocast_for, calibration_batches_for, to_device  # noqa: E402
 from step_time import Trainer, job, median_times, sync  # noqa: E402
 
 # bf16 dense tensor-core peaks (TFLOP/s, no sparsity), from the vendors' data sheets; matched against
@@ -227,7 +227,7 @@ def check_suite(args, gpus: float):
     if gpus > 0 and args.device.type != "cuda":
         raise Skipped(f"resources.gpus_per_worker={gpus:g} needs a CUDA device (--suite-gpus 0 runs a CPU suite)")
     with tempfile.TemporaryDirectory(prefix="resolab-gpu-check-") as home:
-        cmd = [sys.executable, "-m", "orchestrator.cli", "run", "experiments/quickstart.yaml", "--smoke",
+        cmd = [sys.executable, "-m", "orchestrator.cli.main", "run", "experiments/quickstart.yaml", "--smoke",
                "--set", "method.name=rsnet", "--set", f"resources.gpus_per_worker={gpus:g}",
                "--set", "train.precision=bf16", "--set", "train.channels_last=true"]
         env = {**os.environ, "RESOLAB_HOME": home, "PYTHONPATH": os.pathsep.join(

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torchvision import transforms as T  # noqa: E402
 from torchvision.transforms.v2 import functional as F  # noqa: E402
 
-from orchestrator.data import (BILINEAR, IMAGENET_MEAN, IMAGENET_STD, MultiResolutionTrainTransform,  # noqa: E402
+from orchestrator.data.loaders import (BILINEAR, IMAGENET_MEAN, IMAGENET_STD, MultiResolutionTrainTransform,  # noqa: E402
                                build_loader, load_rgb)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")

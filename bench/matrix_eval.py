@@ -19,8 +19,8 @@ from analysis.matrix import evaluate_matrix, matrix_cells
 from backbones import materialize, recalibrate_bn
 from methods import build_method
 from jobspec import load_suite
-from orchestrator.data import build_loader, build_val_dataset, resolve_data_root
-from orchestrator.loop import calibration_batches_for
+from orchestrator.data.loaders import build_loader, build_val_dataset, resolve_data_root
+from orchestrator.engine.loop import calibration_batches_for
 
 
 def naive(net, cfg, modes, test_resolutions, calibration_batches):

@@ -66,8 +66,8 @@ def kink_census(net: torch.nn.Module, eps_min: float, eps_max: float) -> dict:
 def trained_net(args) -> tuple[torch.nn.Module, list[int], dict]:
     """Train the job (no evaluation matrix) and return its net, its resolutions and the census at step 0."""
     from jobspec import load_suite
-    from orchestrator.job import cpu_threads
-    from orchestrator.loop import LocalRuntime, train
+    from orchestrator.engine.job import cpu_threads
+    from orchestrator.engine.loop import LocalRuntime, train
 
     overrides = ["method.name=san", f"method.meta_hidden={args.hidden}", f"train.epochs={args.epochs}",
                  f"train.seed={args.seed}", *args.set]
@@ -99,7 +99,7 @@ def main() -> int:
     args = parser.parse_args()
     start = time.monotonic()
     if args.model:
-        from orchestrator.model_file import load_model
+        from orchestrator.deploy.model_file import load_model
         loaded = load_model(args.model)
         net, res, at_init = loaded.net, list(loaded.config.data.resolutions), None
     else:

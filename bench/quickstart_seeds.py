@@ -132,7 +132,7 @@ def main() -> int:
     wall = None
     if not args.report_only:
         with tempfile.TemporaryDirectory() as tmp:
-            command = [sys.executable, "-m", "orchestrator.cli", "run", str(write_suite(Path(tmp), args.seeds, args.config))]
+            command = [sys.executable, "-m", "orchestrator.cli.main", "run", str(write_suite(Path(tmp), args.seeds, args.config))]
             if args.tracking_uri:
                 command += ["--tracking-uri", args.tracking_uri]
             start = time.monotonic()

@@ -16,7 +16,7 @@ Reports:
   - SAN inference with kernels generated on the fly against its materialised plain model;
   - peak memory of the RS-Net and SAN steps: CUDA max_memory_allocated, or on CPU the process's
     peak RSS (VmHWM, reset through /proc/self/clear_refs where Linux allows it) above the RSS before.
-A training step is the loop's own ``orchestrator.loop.train_step`` (divergence check, grad scaler and
+A training step is the loop's own ``orchestrator.engine.loop.train_step`` (divergence check, grad scaler and
 LR-schedule step included), set up as the loop sets it up, at the project's defaults for the device
 (``--precision`` overrides; on CUDA the jobs train with channels_last tensors).
 
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from backbones import materialize
 from methods import build_method
 from jobspec import JobConfig
-from orchestrator.loop import (LocalRuntime, TrainState, autocast_for, build_grad_scaler, build_optimizer,
+from orchestrator.engine.loop import (LocalRuntime, TrainState, autocast_for, build_grad_scaler, build_optimizer,
                                build_scheduler, train_step)
 
 MiB = 2**20

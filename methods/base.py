@@ -1,6 +1,6 @@
 """What a training method is: the one interface every method plugs into the loop the same way.
 
-The loop (``orchestrator/loop.py``) never branches on a method's name. Per step it does:
+The loop (``orchestrator/engine/loop.py``) never branches on a method's name. Per step it does:
 
     logits = net(batch_inputs)                      # one forward over every training resolution
     out = method.loss(net, logits, labels)          # LossOutput: total + named terms

@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_data_root(tmp_path_factory):
-    """Where the tiny synthetic ImageFolder is written (on first use, by orchestrator.data)."""
+    """Where the tiny synthetic ImageFolder is written (on first use, by orchestrator.data.loaders)."""
     return tmp_path_factory.mktemp("synthetic") / "tiny"
 
 

@@ -58,7 +58,7 @@ def run(args: list[str], home: Path, **env) -> Result:
 
 
 def resolab(home: Path, *args: str, **env) -> Result:
-    return run(["-m", "orchestrator.cli", *args], home, **env)
+    return run(["-m", "orchestrator.cli.main", *args], home, **env)
 
 
 def make_tables(home: Path, *args: str) -> Result:
@@ -236,7 +236,7 @@ def test_help_is_plain_text_and_lists_the_choices_and_states(home):
 
 
 def test_train_counts_epochs_from_one():
-    from orchestrator.loop import LocalRuntime
+    from orchestrator.engine.loop import LocalRuntime
 
     lines: list[str] = []
     LocalRuntime(device="cpu", log=lines.append).report({"epoch": 0, "loss/total": 2.0, "acc1/r32": 10.0}, None)
@@ -256,7 +256,7 @@ def test_ctrl_c_during_training_ends_with_one_line_and_no_traceback(tmp_path, ho
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # As in a terminal: a shell that starts a command in the background without job control (``cmd &``
     # in a script, nohup) makes it ignore SIGINT, and the test run's children would inherit that.
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "train", str(path), "--out", str(tmp_path / "o")],
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "train", str(path), "--out", str(tmp_path / "o")],
                             cwd=REPO, env={**environment, "RESOLAB_HOME": str(home)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -274,7 +274,7 @@ def test_ctrl_c_during_training_ends_with_one_line_and_no_traceback(tmp_path, ho
 
 
 def refused_in_process(capsys, argv: list[str]) -> str:
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     code = main(argv)
     err = capsys.readouterr().err

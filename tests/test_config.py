@@ -566,7 +566,7 @@ def test_step_schedule_settings_are_checked(train, fix):
 
 
 def test_step_schedule_divides_the_lr_at_each_milestone():
-    from orchestrator.loop import build_scheduler
+    from orchestrator.engine.loop import build_scheduler
     import torch
     cfg = job_from_dict({"train": {"schedule": "step", "milestones": [2, 3], "gamma": 0.1, "epochs": 4,
                                    "warmup_epochs": 1, "lr": 0.5}})

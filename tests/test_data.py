@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from orchestrator.data import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, DatasetError,
+from orchestrator.data.loaders import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, DatasetError,
                                MultiResolutionEvalTransform, MultiResolutionTrainTransform,
                                build_calibration_images, build_calibration_loader, build_loader, build_train_dataset,
                                build_val_dataset, resolve_data_root, set_epoch)
 from jobspec import ConfigError, DataConfig, JobConfig, SyntheticConfig
-from orchestrator.synthetic import (HUES, MARKER, ambiguous_hue, ambiguous_orientation, class_names, default_synthetic_root, draw_image,
+from orchestrator.data.synthetic import (HUES, MARKER, ambiguous_hue, ambiguous_orientation, class_names, default_synthetic_root, draw_image,
                                     write_synthetic_imagefolder)
 
 BILINEAR = F.InterpolationMode.BILINEAR

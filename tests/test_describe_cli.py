@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 FIVE = ["224", "192", "160", "128", "96"]
 # torchvision's ResNet-18 at 1000 classes: 11,689,512 parameters (its documented count).

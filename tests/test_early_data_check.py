@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from jobspec import load_suite
-from orchestrator import data as data_module
-from orchestrator.cli import main as cli_main
-from orchestrator.data import DatasetError, check_suite_data
+from orchestrator.data.loaders import loaders as data_module
+from orchestrator.cli.main import main as cli_main
+from orchestrator.data.loaders import DatasetError, check_suite_data
 
 JOB = {"model": {"backbone": "resnet_tiny", "small_input": True, "width": 8}, "method": {"name": "rsnet"},
        "data": {"dataset": "imagefolder", "resolutions": [24, 16]}, "train": {"epochs": 1}}

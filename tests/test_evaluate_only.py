@@ -15,15 +15,15 @@ from analysis.report import read_matrix
 from jobspec import flatten, load_suite, param_value
 from jobspec.hashing import training_hash, training_hash_of_params
 from methods import build_method
-from orchestrator import checkpoint as ckpt
-from orchestrator.cli import main as cli_main
-from orchestrator.data import build_loader, build_val_dataset
-from orchestrator.evaluate_only import EVALUATED_FROM_TAG, SOURCE_CODE_TAG
-from orchestrator.loop import LocalRuntime, train
-from orchestrator.ray_job import job_dir
-from orchestrator.status import job_states, suite_status
-from orchestrator.suite import RunOptions, run_suite
-from orchestrator.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
+from orchestrator.engine import checkpoint as ckpt
+from orchestrator.cli.main import main as cli_main
+from orchestrator.data.loaders import build_loader, build_val_dataset
+from orchestrator.cluster.evaluate_only import EVALUATED_FROM_TAG, SOURCE_CODE_TAG
+from orchestrator.engine.loop import LocalRuntime, train
+from orchestrator.cluster.ray_job import job_dir
+from orchestrator.cluster.status import job_states, suite_status
+from orchestrator.cluster.suite import RunOptions, run_suite
+from records.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 6
@@ -210,8 +210,8 @@ def test_evaluate_command_evaluates_what_has_a_model_and_lists_the_rest(trained,
 def test_a_part_trained_run_is_superseded_by_the_evaluation_of_a_finished_model(empty_db, tmp_path):
     """No Ray: the driver's side. An older source run (no training-hash or checkpoint tag, as runs recorded
     before them) and a run of the new job that an earlier invocation trained part-way."""
-    from orchestrator.evaluate_only import ModelStore, plan_evaluations
-    from orchestrator.mlflow_sink import SuiteTracking
+    from orchestrator.cluster.evaluate_only import ModelStore, plan_evaluations
+    from orchestrator.cluster.mlflow_sink import SuiteTracking
 
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "ray")

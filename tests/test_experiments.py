@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main as cli_main
+from orchestrator.cli.main import main as cli_main
 from jobspec import ConfigError, load_suite
 
 REPO = Path(__file__).resolve().parents[1]

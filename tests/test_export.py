@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from jobspec import JobConfig
-from orchestrator import export as export_mod
-from orchestrator.cli import main as cli_main
-from orchestrator.export import ExportError, RouteChoice, export_all, export_route
-from orchestrator.model_file import ModelFileError, build_model, load_model, save_model_file
-from orchestrator.reference_import import import_reference
+from orchestrator.deploy import export as export_mod
+from orchestrator.cli.main import main as cli_main
+from orchestrator.deploy.export import ExportError, RouteChoice, export_all, export_route
+from orchestrator.deploy.model_file import ModelFileError, build_model, load_model, save_model_file
+from orchestrator.deploy.reference_import import import_reference
 
 from tests.test_import_reference import WIDTH, _bn, rsnets_tiny_state, san_tiny_state
 

@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from backbones.preprocess import normalize_on_device
 from methods import build_method
-from orchestrator.data import build_loader, build_val_dataset
-from orchestrator.gap_features import LEVELS, gap_activations, gap_quantiles
+from orchestrator.data.loaders import build_loader, build_val_dataset
+from orchestrator.engine.gap_features import LEVELS, gap_activations, gap_quantiles
 
 
 def tiny_net(cfg):

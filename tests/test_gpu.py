@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_on_device
 from backbones.switchable import SwitchableBatchNorm2d
 from methods import build_method
-from orchestrator.data import build_loader, build_train_dataset
-from orchestrator.loop import (LocalRuntime, TrainState, autocast_for, build_grad_scaler, build_optimizer,
+from orchestrator.data.loaders import build_loader, build_train_dataset
+from orchestrator.engine.loop import (LocalRuntime, TrainState, autocast_for, build_grad_scaler, build_optimizer,
                                build_scheduler, to_device, train_step)
 
 
 def trainer_state(cfg, device: str) -> tuple[TrainState, LocalRuntime]:
-    """Model, SGD, schedule and grad scaler as ``orchestrator.loop.train`` sets them up."""
+    """Model, SGD, schedule and grad scaler as ``orchestrator.engine.loop.train`` sets them up."""
     runtime = LocalRuntime(device=device, log=lambda _: None)
     method = build_method(cfg.method, cfg.model, cfg.data.resolutions)
     net = method.build(cfg.data.num_classes).to(runtime.device)

@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from orchestrator.cli import main as cli_main
-from orchestrator.model_file import load_model
-from orchestrator.reference_import import ImportMismatch, import_reference
+from orchestrator.cli.main import main as cli_main
+from orchestrator.deploy.model_file import load_model
+from orchestrator.deploy.reference_import import ImportMismatch, import_reference
 
 RES = [224, 192]  # SAN's reference feeds slot i the scale 0.7 - 0.1 i: 224, 192, ... only
 WIDTH = 8  # resnet_tiny width 8, 10 classes
@@ -143,7 +143,7 @@ def test_wrong_architecture_names_key_and_fit(tmp_path):
 def test_a_checkpoint_with_pickled_objects_is_refused_by_name_and_the_named_allow_list_loads_it(tmp_path):
     import argparse
 
-    from orchestrator.model_file import ModelFileError, read_payload
+    from orchestrator.deploy.model_file import ModelFileError, read_payload
 
     # Released checkpoints often pickle the training script's argparse.Namespace beside the weights.
     path = tmp_path / "released.pth"
@@ -264,7 +264,7 @@ def save_as_rsnets_script(path: Path, alpha: list[float], slots: int = len(RES))
 
 
 def test_a_checkpoint_saved_as_the_rsnets_script_saves_it_imports_exports_and_keeps_alpha(tmp_path, capsys):
-    from orchestrator.export import RouteChoice, export_route
+    from orchestrator.deploy.export import RouteChoice, export_route
 
     path, out = tmp_path / "checkpoint.pth.tar", tmp_path / "rsnet.pt"
     alpha = [0.8, -0.3]

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ import os, signal, sys
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from mlflow.tracking import MlflowClient
-from orchestrator.tracking import check_store
+from records.tracking import check_store
 
 mode, folder = sys.argv[1], sys.argv[2]
 count, limit = [0], [None]
@@ -144,7 +144,7 @@ def test_ctrl_c_during_a_suite_is_an_interrupt_not_a_failure(home, tmp_path, cap
     suite.write_text(yaml.safe_dump({"name": "ctrlc", "job": JOB, "grid": {"train.lr": [0.05, 0.02]}}))
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # A background shell makes its children ignore SIGINT; a terminal's foreground command does not.
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(suite)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "run", str(suite)], cwd=REPO,
                             env={**environment, "RESOLAB_HOME": str(home)}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

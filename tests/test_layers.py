@@ -1,6 +1,6 @@
 """Imports run one way between the project's packages.
 
-    backbones <- methods <- jobspec <- analysis <- orchestrator
+    backbones <- methods <- jobspec <- records <- analysis <- orchestrator
 
 A package may import only the packages to its left (bench/ and tests/ may import anything), so the
 lower layers can be read, tested and reused without the ones above, and no two packages import each
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-LAYERS = ("backbones", "methods", "jobspec", "analysis", "orchestrator")
+LAYERS = ("backbones", "methods", "jobspec", "records", "analysis", "orchestrator")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -118,13 +118,13 @@ def test_checker_reports_imports_of_a_higher_layer():
               "from . import plots\n"
               "from .report import log_matrix\n"
               "def build():\n"
-              "    from orchestrator.tracking import job_tags\n"
-              "    import orchestrator.cli as cli, json\n"
-              "    return importlib.import_module('orchestrator.suite')\n")
+              "    from orchestrator.deploy.model_file import load_model\n"
+              "    import orchestrator.cli.main as cli, json\n"
+              "    return importlib.import_module('orchestrator.cluster.suite')\n")
     assert layer_violations(source, "analysis/fake.py", "analysis.fake") == [
-        "analysis/fake.py:6: analysis imports orchestrator.tracking (from orchestrator.tracking import job_tags)",
-        "analysis/fake.py:7: analysis imports orchestrator.cli (import orchestrator.cli as cli, json)",
-        "analysis/fake.py:8: analysis imports orchestrator.suite (importlib.import_module('orchestrator.suite'))",
+        "analysis/fake.py:6: analysis imports orchestrator.deploy.model_file (from orchestrator.deploy.model_file import load_model)",
+        "analysis/fake.py:7: analysis imports orchestrator.cli.main (import orchestrator.cli.main as cli, json)",
+        "analysis/fake.py:8: analysis imports orchestrator.cluster.suite (importlib.import_module('orchestrator.cluster.suite'))",
     ]
 
 

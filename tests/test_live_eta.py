@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from orchestrator.live import LiveView
+from orchestrator.cluster.live import LiveView
 
 
 def view():

@@ -273,7 +273,7 @@ def test_a_plain_stem_saves_the_stems_scale_tensor_in_the_count(tiny_job):
 
 
 def test_a_san_model_file_saved_before_meta_stem_existed_still_loads(tiny_job, tmp_path):
-    from orchestrator.model_file import load_model, save_model_file
+    from orchestrator.deploy.model_file import load_model, save_model_file
 
     cfg = tiny_job(**{"method.name": "san", "method.meta_stem": True})
     _, net = method_and_net(tiny_job, **{"method.name": "san", "method.meta_stem": True})

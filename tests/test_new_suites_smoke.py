@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.make_tables import main as make_tables
 from jobspec import load_suite
-from orchestrator.cli import main as cli_main
+from orchestrator.cli.main import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = ("rsnets_table4", "rsnets_table6", "rsnets_fig3", "rsnets_fig5")

@@ -14,11 +14,11 @@ from mlflow.tracking import MlflowClient
 
 from analysis.matrix import Matrix
 from analysis.report import log_matrix
-from orchestrator import checkpoint as ckpt
-from orchestrator.cli import main as cli_main
-from orchestrator.model_file import build_model, save_model_file
-from orchestrator.pick import pick, render
-from orchestrator.tracking import CHECKPOINT_DIR_TAG
+from orchestrator.engine import checkpoint as ckpt
+from orchestrator.cli.main import main as cli_main
+from orchestrator.deploy.model_file import build_model, save_model_file
+from orchestrator.deploy.pick import pick, render
+from records.tracking import CHECKPOINT_DIR_TAG
 
 RES = [32, 24, 16]
 # (mode, row, test_res, top1): row 0 = an adaptive route.
@@ -151,7 +151,7 @@ def test_pick_refuses_a_device_it_cannot_time_on_before_loading_anything(store, 
 def test_evaluate_model_progress_counts_the_images_the_evaluator_takes():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from orchestrator.evaluate_model import progress
+    from orchestrator.deploy.evaluate_model import progress
 
     loader = DataLoader(TensorDataset(torch.zeros(10, 1), torch.zeros(10)), batch_size=4)
     lines: list[str] = []

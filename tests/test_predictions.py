@@ -142,10 +142,10 @@ def test_a_file_written_elsewhere_is_logged_and_a_missing_one_skipped(tmp_path, 
 
 
 def test_worker_writes_predictions_beside_its_checkpoints_and_the_driver_logs_them(tiny_job, tmp_path, client_and_run):
-    from orchestrator.job import JobResult
-    from orchestrator.loop import TrainedJob
-    from orchestrator.mlflow_sink import MlflowSink
-    from orchestrator.ray_job import _final_report
+    from orchestrator.engine.job import JobResult
+    from orchestrator.engine.loop import TrainedJob
+    from orchestrator.cluster.mlflow_sink import MlflowSink
+    from orchestrator.cluster.ray_job import _final_report
 
     cfg = tiny_job(**{"method.name": "san"})
     matrix, *_ = san_matrix_on_random_images(tiny_job)
@@ -166,7 +166,7 @@ def test_worker_writes_predictions_beside_its_checkpoints_and_the_driver_logs_th
 
 
 def test_resolab_train_writes_predictions_next_to_the_matrix(tiny_data_root, tmp_path, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     job = {"model": {"backbone": "resnet_tiny", "small_input": True, "width": 8}, "method": {"name": "rsnet"},
            "data": {"root": str(tiny_data_root), "num_classes": 10, "resolutions": [32, 16], "loader_workers": 0,

@@ -22,8 +22,8 @@ from backbones.switchable import Route
 from jobspec import ConfigError, JobConfig
 from jobspec.hashing import config_hash
 from methods import build_method
-from orchestrator.job import run_job
-from orchestrator.loop import LocalRuntime
+from orchestrator.engine.job import run_job
+from orchestrator.engine.loop import LocalRuntime
 
 
 def route(slot: int = 0) -> Route:

@@ -13,13 +13,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cli import main as cli_main
+from orchestrator.cli.main import main as cli_main
 from jobspec import load_suite
-from analysis.tracking_check import TrackingUnavailable
-from orchestrator.ray_job import CRASH_EPOCH_ENV, CRASH_RANK_ENV, job_dir
-from orchestrator.status import job_states
-from orchestrator.suite import RunOptions, run_suite
-from orchestrator.tracking import DRIVER_GONE_AFTER_S
+from records.store import TrackingUnavailable
+from orchestrator.cluster.ray_job import CRASH_EPOCH_ENV, CRASH_RANK_ENV, job_dir
+from orchestrator.cluster.status import job_states
+from orchestrator.cluster.suite import RunOptions, run_suite
+from records.tracking import DRIVER_GONE_AFTER_S
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -150,7 +150,7 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
     db = tmp_path / "home" / "mlflow.db"
     db.parent.mkdir()
     _job_runs_sqlite(db)  # create the store first, so that polling it never races the driver's creation
-    command = [sys.executable, "-m", "orchestrator.cli", "run", str(path)]
+    command = [sys.executable, "-m", "orchestrator.cli.main", "run", str(path)]
     proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.monotonic() + 240
@@ -211,7 +211,7 @@ def test_two_simulated_nodes_run_one_rank_each(tmp_path):
         from ray.cluster_utils import Cluster
         from mlflow.tracking import MlflowClient
         from jobspec import load_suite
-        from orchestrator.suite import RunOptions, run_suite
+        from orchestrator.cluster.suite import RunOptions, run_suite
         cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
         cluster.add_node(num_cpus=1)
         cluster.add_node(num_cpus=1)

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis import make_tables
 from analysis.matrix import COLUMNS, Matrix
-from analysis.mlflow_batch import log_batched
+from records.batch import log_batched
 from analysis.predictions import PREDICTIONS_NAME, predictions_frame, top1_of, write_predictions
 from analysis.report import log_matrix_metrics
 from analysis.rsnets_table1 import WORSE_LEGEND, rsnets_table1

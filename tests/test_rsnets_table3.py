@@ -17,11 +17,11 @@ from mlflow.tracking import MlflowClient
 from analysis import make_tables
 from analysis.describe import describe
 from analysis.matrix import COLUMNS, Matrix
-from analysis.mlflow_batch import log_batched
+from records.batch import log_batched
 from analysis.report import log_matrix_metrics
 from analysis.rsnets_table3 import full_precision, network, quantized, settings
 from jobspec import Job, JobConfig, config_hash, flatten, param_value
-from orchestrator.tracking import job_tags
+from records.tracking import job_tags
 
 S = (224, 192, 160, 128, 96)
 # RS-Nets Table 3, Quantized ResNet18: (top-1, top-5) per resolution.

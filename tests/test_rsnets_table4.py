@@ -20,12 +20,12 @@ from mlflow.tracking import MlflowClient
 
 from analysis import make_tables, published, table_render
 from analysis.matrix import COLUMNS, Matrix
-from analysis.mlflow_batch import log_batched
+from records.batch import log_batched
 from analysis.report import log_matrix_metrics
 from analysis.rsnets_table4 import rsnets_table4, width_label
 from jobspec import DataConfig, EvalConfig, Job, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten, \
     param_value
-from orchestrator.tracking import job_tags
+from records.tracking import job_tags
 
 S = (224, 192, 160, 128, 96)
 TESTS = (224, 192, 160, 128, 96)

@@ -9,11 +9,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from jobspec import load_suite
-from orchestrator import checkpoint as ckpt
-from orchestrator.mlflow_sink import SuiteTracking
-from orchestrator.ray_job import job_dir
-from orchestrator.status import job_states, suite_status
-from orchestrator.tracking import DRIVER_GONE_AFTER_S
+from orchestrator.engine import checkpoint as ckpt
+from orchestrator.cluster.mlflow_sink import SuiteTracking
+from orchestrator.cluster.ray_job import job_dir
+from orchestrator.cluster.status import job_states, suite_status
+from records.tracking import DRIVER_GONE_AFTER_S
 
 JOB = {"model": {"backbone": "resnet_tiny", "small_input": True, "width": 8}, "method": {"name": "parallel"},
        "data": {"resolutions": [24, 16]}, "train": {"epochs": 3}}
@@ -74,7 +74,7 @@ def test_a_driver_that_ended_its_suite_run_leaves_no_job_running(suite_and_uri):
 
 
 def test_status_prints_the_run_id_that_export_and_pick_take(suite_and_uri, tmp_path, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     suite, uri = suite_and_uri
     tracking = SuiteTracking(uri, suite, "resolab run states.yaml")

@@ -15,10 +15,10 @@ from mlflow.tracking import MlflowClient
 from analysis.make_tables import log_table, parent_run_id
 from analysis.table_model import Cell, Panel, Table
 from jobspec import load_suite
-from orchestrator.mlflow_sink import DRIVER_TAG, MlflowSink, SuiteTracking, this_driver
-from orchestrator.status import job_states
-from orchestrator.suite import RunOptions, run_suite
-from orchestrator.tracking import CHECKPOINT_DIR_TAG, DRIVER_GONE_AFTER_S, HEARTBEAT_TAG
+from orchestrator.cluster.mlflow_sink import DRIVER_TAG, MlflowSink, SuiteTracking, this_driver
+from orchestrator.cluster.status import job_states
+from orchestrator.cluster.suite import RunOptions, run_suite
+from records.tracking import CHECKPOINT_DIR_TAG, DRIVER_GONE_AFTER_S, HEARTBEAT_TAG
 
 JOB = {"model": {"backbone": "resnet_tiny", "small_input": True, "width": 8}, "method": {"name": "rsnet"},
        "data": {"resolutions": [24, 16], "loader_workers": 0,
@@ -81,7 +81,7 @@ def test_parent_runs_of_dead_drivers_are_ended_as_killed(store, tmp_path):
     alive = SuiteTracking(uri, suite, "resolab run")  # another driver running now (this process)
     for tracking in (silent, just_killed, alive):
         assert client.get_run(tracking.parent_id).info.status == "RUNNING"
-    exited = subprocess.run([sys.executable, "-c", "from orchestrator.mlflow_sink import this_driver; "
+    exited = subprocess.run([sys.executable, "-c", "from orchestrator.cluster.mlflow_sink import this_driver; "
                              "print(this_driver())"], capture_output=True, text=True, check=True).stdout.strip()
     client.set_tag(silent.parent_id, HEARTBEAT_TAG, str(time.time() - DRIVER_GONE_AFTER_S - 60))
     client.set_tag(just_killed.parent_id, DRIVER_TAG, exited)

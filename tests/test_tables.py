@@ -1,6 +1,6 @@
 """make_tables / analysis.tables against a real MLflow SQLite store filled with KNOWN matrices.
 
-Every job run is logged the way the orchestrator logs it (orchestrator.mlflow_sink): JOB_TAGS from
+Every job run is logged the way the orchestrator logs it (orchestrator.cluster.mlflow_sink): JOB_TAGS from
 ``job_tags``, params = ``flatten(config)`` through ``param_value``, cell metrics from
 ``analysis.report``; the expected numbers below are worked out by hand from the formulas that
 build each matrix.
@@ -25,11 +25,11 @@ from analysis import make_tables, table_model, table_render
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
 from analysis.plots import format_madds
 from analysis.describe import describe
-from analysis.mlflow_batch import log_batched
+from records.batch import log_batched
 from analysis.report import log_matrix_metrics
 from jobspec import (DataConfig, EvalConfig, Job, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten,
                      param_value)
-from orchestrator.tracking import job_tags
+from records.tracking import job_tags
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = (32, 24, 16)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from methods import build_method
-from orchestrator.checkpoint import CheckpointMismatch
-from orchestrator.job import run_job
-from orchestrator.loop import LocalRuntime, TrainingDiverged, train
+from orchestrator.engine.checkpoint import CheckpointMismatch
+from orchestrator.engine.job import run_job
+from orchestrator.engine.loop import LocalRuntime, TrainingDiverged, train
 
 
 class RecordingRuntime(LocalRuntime):
@@ -215,7 +215,7 @@ class ThreadRecordingRuntime(LocalRuntime):
 
 
 def test_a_job_runs_on_its_cpus_per_worker_threads_and_repeats_exactly(tiny_job):
-    from orchestrator.job import run_job
+    from orchestrator.engine.job import run_job
 
     cfg = tiny_job(**{"resources.cpus_per_worker": 1.0, "train.epochs": 2})
     before = torch.get_num_threads()

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis.one_line_parser import ArgumentParser, whole_number
+from jobspec.one_line_parser import ArgumentParser, whole_number
 from backbones.catalog import BACKBONES, BN_CHOICES
 from methods.catalog import METHODS
 
@@ -96,8 +96,8 @@ def _train(args) -> int:
         print(suite.smoke_note)
     device = _device(args.device)
     from analysis.predictions import PREDICTIONS_NAME, write_predictions  # torch: seconds
-    from orchestrator.job import run_job
-    from orchestrator.loop import LocalRuntime
+    from orchestrator.engine.job import run_job
+    from orchestrator.engine.loop import LocalRuntime
 
     out = Path(args.out) if args.out else Path("runs") / suite.name / job.name
     try:
@@ -137,7 +137,7 @@ def _device(name: str | None) -> str | None:
 def _check_server(args) -> None:
     """An unreachable tracking server fails here in about a second, before torch, Ray and MLflow load
     (each command checks its store again, fully, before it uses it)."""
-    from analysis.tracking_check import check_server
+    from records.store import check_server
     from jobspec import resolve_tracking_uri
 
     check_server(resolve_tracking_uri(args.tracking_uri))
@@ -145,7 +145,7 @@ def _check_server(args) -> None:
 
 def _run(args) -> int:
     from jobspec import load_suite
-    from orchestrator.suite import RunOptions, run_suite
+    from orchestrator.cluster.suite import RunOptions, run_suite
 
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
     if args.dry_run:
@@ -153,7 +153,7 @@ def _run(args) -> int:
         if suite.smoke_note:
             print(suite.smoke_note)
         if any(job.config.data.dataset == "imagefolder" for job in suite.jobs):  # else no torch import (5 s)
-            from orchestrator.data import check_suite_data
+            from orchestrator.data.loaders import check_suite_data
             for root, classes in check_suite_data(suite.jobs).items():  # a bad data.root: DatasetError, exit 2
                 print(f"data {root}: train/ and val/ hold the same {len(classes)} classes")
         return 0
@@ -181,11 +181,11 @@ NOTHING_TO_EVALUATE = 3
 
 def _evaluate(args) -> int:
     from jobspec import load_suite
-    from orchestrator.suite import RunOptions
+    from orchestrator.cluster.suite import RunOptions
 
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
     _check_server(args)
-    from orchestrator.evaluate_only import evaluate_suite  # MLflow, torch: seconds
+    from orchestrator.cluster.evaluate_only import evaluate_suite  # MLflow, torch: seconds
     options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage)
     outcome = evaluate_suite(suite, options)
     print(f"evaluated {len(outcome.evaluated)}, skipped (already finished) {len(outcome.skipped)}, "
@@ -205,7 +205,7 @@ def _status(args) -> int:
 
     suite = load_suite(args.suite, args.set, smoke=args.smoke)
     _check_server(args)
-    from orchestrator.status import suite_status  # MLflow, torch: seconds
+    from orchestrator.cluster.status import suite_status  # MLflow, torch: seconds
     print(suite_status(suite, args.tracking_uri, args.storage))
     return 0
 
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description=STATUS_STATES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _suite_arguments(p)
     p.set_defaults(func=_status)
-    from orchestrator.cli_deploy import add_subcommands  # import-reference, export, pick, evaluate-model
+    from orchestrator.cli.deploy import add_subcommands  # import-reference, export, pick, evaluate-model
     add_subcommands(sub)
     # --debug after the command too; SUPPRESS: where it is not given there, the top-level value stays.
     for p in sub.choices.values():
@@ -301,7 +301,7 @@ def user_error(exc: Exception) -> str | None:
     """The reason for an error the user can fix, in one line; None for any other error (a bug, whose
     traceback is shown). Checked in this order so that an early error (a config typo, an unreachable
     server) is reported without waiting for torch or MLflow to load."""
-    from analysis.tracking_check import TrackingUnavailable
+    from records.store import TrackingUnavailable
     from jobspec import ConfigError
 
     if isinstance(exc, ConfigError):
@@ -310,8 +310,8 @@ def user_error(exc: Exception) -> str | None:
         reason = str(exc)
     else:
         from mlflow.exceptions import MlflowException
-        from orchestrator.data import DatasetError
-        from orchestrator.model_file import ModelFileError
+        from orchestrator.data.loaders import DatasetError
+        from orchestrator.deploy.model_file import ModelFileError
 
         if isinstance(exc, (DatasetError, ModelFileError)):
             reason = str(exc)

@@ -14,7 +14,7 @@ import tempfile
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from analysis.mlflow_batch import log_batched
+from records.batch import log_batched
 
 REUSED_FROM_TAG = "resolab.reused_from"
 

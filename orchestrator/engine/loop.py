@@ -4,7 +4,7 @@ knows which method it runs.
 Where the loop runs (this process, or a Ray Train worker inside a DDP group) is a ``Runtime``: it
 says which rank this is, wraps the model for DDP, hands back a checkpoint to resume from, and takes
 each epoch's metrics and checkpoint. ``LocalRuntime`` is the single-process one used by
-``resolab train``; ``orchestrator.ray_job`` provides the Ray ones.
+``resolab train``; ``orchestrator.cluster.ray_job`` provides the Ray ones.
 
 One optimisation step is ``train_step``; ``bench/step_time.py`` times that same function.
 """
@@ -27,8 +27,8 @@ from analysis.matrix import diagonal_top1
 from backbones.preprocess import normalize_on_device
 from jobspec import ConfigError, JobConfig
 from methods import LossOutput, Method, build_method
-from orchestrator import checkpoint as ckpt
-from orchestrator.data import (build_calibration_images, build_calibration_loader, build_loader,
+from orchestrator.engine import checkpoint as ckpt
+from orchestrator.data.loaders import (build_calibration_images, build_calibration_loader, build_loader,
                                build_train_dataset, build_val_dataset, set_epoch)
 
 

@@ -29,13 +29,13 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from analysis.mlflow_batch import log_batched
+from records.batch import log_batched
 from analysis.report import parse_metric_name
 from jobspec import training_hash, training_hash_of_params
-from orchestrator import checkpoint as ckpt
-from orchestrator.ray_job import job_dir
-from orchestrator.reuse import REUSED_FROM_TAG, finished_job_runs
-from orchestrator.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
+from orchestrator.engine import checkpoint as ckpt
+from orchestrator.cluster.ray_job import job_dir
+from records.reuse import REUSED_FROM_TAG, finished_job_runs
+from records.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
 
 EVALUATED_FROM_TAG = "resolab.evaluated_from"
 SOURCE_CODE_TAG = "resolab.source_code_version"
@@ -170,7 +170,7 @@ def _evaluation_run(tracking, job, run_id: str, model: TrainedModel) -> str:
 
 def copy_history(client: MlflowClient, source_id: str, run_id: str) -> None:
     """Every per-epoch metric of ``source_id`` (step = epoch), not its final matrix."""
-    from orchestrator.mlflow_sink import EPOCH_KEYS  # imports Ray; only a suite driver needs it
+    from orchestrator.cluster.mlflow_sink import EPOCH_KEYS  # imports Ray; only a suite driver needs it
 
     source = client.get_run(source_id)
     keys = [k for k in source.data.metrics if k.startswith(EPOCH_KEYS) and parse_metric_name(k) is None]
@@ -201,9 +201,9 @@ def evaluate_suite(suite, options, stream=None):
     import shlex
 
     from jobspec import resolve_tracking_uri
-    from orchestrator.data import check_suite_data
-    from orchestrator.mlflow_sink import SuiteTracking, check_tracking
-    from orchestrator.suite import SuiteOutcome, default_storage, run_trials
+    from orchestrator.data.loaders import check_suite_data
+    from orchestrator.cluster.mlflow_sink import SuiteTracking, check_tracking
+    from orchestrator.cluster.suite import SuiteOutcome, default_storage, run_trials
 
     stream = stream or sys.stdout
     check_suite_data(suite.jobs)  # as `resolab run` does: a bad data.root fails here, before anything is recorded

@@ -1,4 +1,4 @@
-"""The deployment subcommands: import-reference, export, pick, evaluate-model (``orchestrator.cli`` registers them).
+"""The deployment subcommands: import-reference, export, pick, evaluate-model (``orchestrator.cli.main`` registers them).
 
 Their user errors (``ModelFileError`` and subclasses: a file that cannot be read, weights that do not fit,
 a run that did not finish, a bad resolution) are ValueErrors that ``cli.user_error`` reports in one line.
@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis.one_line_parser import whole_number
+from jobspec.one_line_parser import whole_number
 
 SOURCE_HELP = ("a model file (resolab import-reference), a job's checkpoint.pt, or the MLflow run id of a "
                "finished job (or of a resolab evaluate-model run)")
@@ -38,7 +38,7 @@ REFERENCE_CHECKPOINT = ("the checkpoint file the reference code's training scrip
 
 def _check_device(name: str | None) -> str | None:
     """cpu or cuda[:N], the devices pick and evaluate-model run on, checked before anything loads."""
-    from orchestrator.cli import UsageError, _device
+    from orchestrator.cli.main import UsageError, _device
 
     if name is not None and name.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device {name!r} is not one resolab runs on; use cpu or cuda (cuda:N for GPU N)")
@@ -46,8 +46,8 @@ def _check_device(name: str | None) -> str | None:
 
 
 def _import_reference(args) -> int:
-    from orchestrator.model_file import check_checkpoint_path, check_out, save_model_file
-    from orchestrator.reference_import import import_reference
+    from orchestrator.deploy.model_file import check_checkpoint_path, check_out, save_model_file
+    from orchestrator.deploy.reference_import import import_reference
 
     check_out(Path(args.out), args.force)
     check_checkpoint_path(Path(args.checkpoint), REFERENCE_CHECKPOINT)
@@ -63,12 +63,12 @@ def _import_reference(args) -> int:
 
 
 def _export(args) -> int:
-    from orchestrator.export import RouteChoice, check_out_dir, check_resolution, export_all, export_route
-    from orchestrator.model_file import check_out
-    from orchestrator.model_source import resolve_source
+    from orchestrator.deploy.export import RouteChoice, check_out_dir, check_resolution, export_all, export_route
+    from orchestrator.deploy.model_file import check_out
+    from orchestrator.deploy.model_source import resolve_source
 
     if args.all == (args.resolution is not None):
-        from orchestrator.cli import UsageError
+        from orchestrator.cli.main import UsageError
         raise UsageError("give either --resolution R (one route) or --all (every training resolution)")
     if args.all:  # the output first: a bad --out is said before the model loads
         check_out_dir(Path(args.out))
@@ -92,10 +92,10 @@ def _pick(args) -> int:
     import torch
 
     from backbones.complexity import count_madds
-    from orchestrator.model_source import resolve_source
-    from orchestrator.pick import pick, render, wall_clock_timer
+    from orchestrator.deploy.model_source import resolve_source
+    from orchestrator.deploy.pick import pick, render, wall_clock_timer
 
-    from orchestrator.cli import UsageError
+    from orchestrator.cli.main import UsageError
     _check_device(args.device)
     source = resolve_source(args.source, args.tracking_uri, args.storage, need_matrix=True)
     if source.matrix is None:
@@ -120,7 +120,7 @@ def _pick(args) -> int:
 
 
 def _evaluate_model(args) -> int:
-    from orchestrator.evaluate_model import evaluate_model
+    from orchestrator.deploy.evaluate_model import evaluate_model
 
     matrix, run_id = evaluate_model(Path(args.model), args.data, args.set, args.tracking_uri,
                                     _check_device(args.device), suite=args.suite)

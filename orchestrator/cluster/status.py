@@ -6,13 +6,13 @@ import time
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator import checkpoint as ckpt
-from orchestrator.ray_job import job_dir
-from orchestrator.evaluate_only import EVALUATED_FROM_TAG, ModelStore
-from orchestrator.reuse import REUSED_FROM_TAG
-from orchestrator.suite import default_storage
+from orchestrator.engine import checkpoint as ckpt
+from orchestrator.cluster.ray_job import job_dir
+from orchestrator.cluster.evaluate_only import EVALUATED_FROM_TAG, ModelStore
+from records.reuse import REUSED_FROM_TAG
+from orchestrator.cluster.suite import default_storage
 from jobspec import resolve_tracking_uri
-from orchestrator.tracking import DRIVER_GONE_AFTER_S, HEARTBEAT_TAG, check_store
+from records.tracking import DRIVER_GONE_AFTER_S, HEARTBEAT_TAG, check_store
 
 # A KILLED run was ended by Ctrl-C (or superseded by a copy or an evaluation, which then wins as FINISHED).
 STATE_OF_RUN = {"FINISHED": "done", "RUNNING": "running", "SCHEDULED": "pending", "FAILED": "failed",

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from backbones import materialize
 from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from orchestrator.model_file import LoadedModel, ModelFileError, atomic_write, check_creatable, current_umask
+from orchestrator.deploy.model_file import LoadedModel, ModelFileError, atomic_write, check_creatable, current_umask
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4

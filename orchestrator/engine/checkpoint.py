@@ -3,7 +3,7 @@
 A checkpoint carries the job's config and its hash; resuming into a job with a different hash (another
 config, another method) is refused instead of silently training an incompatible model. The one
 sanctioned crossing is ``evaluation_copy``: a finished model relabelled for a job that trains the same
-model and only evaluates it differently (``orchestrator.evaluate_only``).
+model and only evaluates it differently (``orchestrator.cluster.evaluate_only``).
 """
 from __future__ import annotations
 

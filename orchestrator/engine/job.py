@@ -9,9 +9,9 @@ import torch
 
 from analysis.matrix import Matrix, evaluate_matrix
 from jobspec import JobConfig
-from orchestrator.data import build_loader, build_val_dataset
-from orchestrator.gap_features import gap_quantiles
-from orchestrator.loop import Runtime, TrainedJob, calibration_batches_for, train
+from orchestrator.data.loaders import build_loader, build_val_dataset
+from orchestrator.engine.gap_features import gap_quantiles
+from orchestrator.engine.loop import Runtime, TrainedJob, calibration_batches_for, train
 
 
 @dataclass

@@ -39,7 +39,7 @@ from torchvision.transforms.v2 import functional as F
 
 from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
 from jobspec import DataConfig
-from orchestrator.synthetic import default_synthetic_root, write_synthetic_imagefolder
+from orchestrator.data.synthetic import default_synthetic_root, write_synthetic_imagefolder
 
 CROP_SCALE = tuple(DataConfig.model_fields["crop_scale"].default)  # the papers' (0.08, 1)
 CROP_RATIO = (3 / 4, 4 / 3)

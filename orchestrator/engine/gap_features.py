@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from backbones.preprocess import normalize_on_device
 from jobspec import JobConfig
-from orchestrator.data import build_loader, build_val_dataset
+from orchestrator.data.loaders import build_loader, build_val_dataset
 
 LEVELS = np.linspace(0.0, 1.0, 201)
 COLUMNS = ["row", "preprocessing", "level", "value"]

@@ -3,8 +3,8 @@
 Order of work: validate every job (``load_suite``) → check each ImageFolder root once → check the
 tracking store (nothing is recorded before these pass) → end the suite runs of drivers that are gone →
 skip jobs whose config hash already has a FINISHED run, copy those finished in another suite
-(``orchestrator.reuse``), evaluate those whose trained model is on disk from a run that only evaluated
-differently (``orchestrator.evaluate_only``) → start (or join) Ray → one Tune trial per remaining job,
+(``records.reuse``), evaluate those whose trained model is on disk from a run that only evaluated
+differently (``orchestrator.cluster.evaluate_only``) → start (or join) Ray → one Tune trial per remaining job,
 packed by the resources each job asks for → the driver records every report in MLflow. A job's run is
 made when its trial starts, the suite's parent run when there is something to record.
 """
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from jobspec import resolab_home, resolve_tracking_uri, training_hash
-from orchestrator.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
+from records.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
 
 # Quiet Ray before it is imported anywhere: no auth-token warning, no duplicated worker prints, no extra
 # Tune loggers or progress bars.
@@ -118,9 +118,9 @@ def init_ray(address: str | None) -> None:
 
 
 def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
-    from orchestrator.data import check_suite_data
-    from orchestrator.evaluate_only import ModelStore, plan_evaluations
-    from orchestrator.mlflow_sink import SuiteTracking, check_tracking
+    from orchestrator.data.loaders import check_suite_data
+    from orchestrator.cluster.evaluate_only import ModelStore, plan_evaluations
+    from orchestrator.cluster.mlflow_sink import SuiteTracking, check_tracking
 
     stream = stream or sys.stdout
     # Before the store is touched or Ray starts: a suite that cannot run records nothing.
@@ -165,9 +165,9 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: set[str], storage: str,
                 options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
     from ray import tune
 
-    from orchestrator.live import LiveView
-    from orchestrator.mlflow_sink import MlflowSink
-    from orchestrator.ray_job import forwarded_env, job_dir, job_trial
+    from orchestrator.cluster.live import LiveView
+    from orchestrator.cluster.mlflow_sink import MlflowSink
+    from orchestrator.cluster.ray_job import forwarded_env, job_dir, job_trial
 
     def cost(job) -> float:
         return 0.0 if job.name in evaluate_only else estimated_cost(job)

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import checkpoint as ckpt
-from orchestrator.model_file import LoadedModel, ModelFileError, load_model
+from orchestrator.engine import checkpoint as ckpt
+from orchestrator.deploy.model_file import LoadedModel, ModelFileError, load_model
 
 MODEL_FILE_TAG = "resolab.model_file"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -41,8 +41,8 @@ def _from_run(run_id: str, tracking_uri: str | None, storage: str | None) -> Sou
 
     from analysis.report import read_matrix
     from jobspec import resolve_tracking_uri
-    from orchestrator.evaluate_only import checkpoint_dirs
-    from orchestrator.suite import default_storage
+    from orchestrator.cluster.evaluate_only import checkpoint_dirs
+    from orchestrator.cluster.suite import default_storage
 
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(uri)

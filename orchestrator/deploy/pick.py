@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from orchestrator.export import ExportError, RouteChoice, plain_model
+from orchestrator.deploy.export import ExportError, RouteChoice, plain_model
 
 ADAPTIVE_ROW = 0
 # Matrix mode -> how export runs it (bn, eps); fixed/ideal rows also pin the training slot.

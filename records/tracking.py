@@ -105,7 +105,7 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
     """Fail before anything is recorded if the tracking store cannot be reached or opened
     (TrackingUnavailable, one line). A new SQLite store is created whole under ``store_creation_lock``;
     one that exists but does not open is explained, not blamed on a --tracking-uri the user never set."""
-    from analysis import tracking_check
+    from records import store as tracking_check
 
     try:
         tracking_check.check_tracking(uri, timeout, opening=store_creation_lock)

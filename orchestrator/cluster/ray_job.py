@@ -12,7 +12,7 @@ from there even though Tune gives the new invocation fresh trial directories. Re
 invocation (``max_failures``) resume from Ray's own last checkpoint (Ray keeps only that one). The
 stable directory is never cleared: after the job finishes it holds the final checkpoint, from which a
 job that trains the same model and only evaluates it differently is evaluated without training
-(``orchestrator.evaluate_only``).
+(``orchestrator.cluster.evaluate_only``).
 
 No MLflow writes happen here: results travel in the reports and the suite driver (a single process)
 records them, so SQLite never sees concurrent writers.
@@ -26,11 +26,11 @@ from pathlib import Path
 from analysis.predictions import PREDICTIONS_NAME, write_predictions
 from backbones.complexity import count_madds
 from jobspec import ConfigError, job_from_dict
-from orchestrator import checkpoint as ckpt
-from orchestrator.checkpoint import CheckpointMismatch
-from orchestrator.data import CorruptImageError, DatasetError
-from orchestrator.job import run_job
-from orchestrator.loop import Runtime, TrainingDiverged
+from orchestrator.engine import checkpoint as ckpt
+from orchestrator.engine.checkpoint import CheckpointMismatch
+from orchestrator.data.loaders import CorruptImageError, DatasetError
+from orchestrator.engine.job import run_job
+from orchestrator.engine.loop import Runtime, TrainingDiverged
 
 # Fault injection for tests and drills: the named rank exits hard once, at the start of that epoch.
 CRASH_EPOCH_ENV = "RESOLAB_CRASH_AT_EPOCH"

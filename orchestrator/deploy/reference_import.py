@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from backbones import MetaConv2d, SwitchableBatchNorm2d, scale_encoding
 from jobspec import JobConfig
-from orchestrator.model_file import ModelFileError, build_model, read_payload
+from orchestrator.deploy.model_file import ModelFileError, build_model, read_payload
 
 PAPERS = ("san", "rsnets")
 MRED_KEY = "alpha"  # RS-Nets' imagenet.py registers the MRED weights on the model under this name

@@ -20,11 +20,11 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from analysis.matrix import Matrix
-from analysis.mlflow_batch import log_batched
+from records.batch import log_batched
 from analysis.report import log_matrix
 from jobspec import flatten, param_value
-from orchestrator.reuse import copy_run, finished_runs_by_hash
-from orchestrator.tracking import (DRIVER_GONE_AFTER_S, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, check_store, code_version,
+from records.reuse import copy_run, finished_runs_by_hash
+from records.tracking import (DRIVER_GONE_AFTER_S, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, check_store, code_version,
                                    job_tags)
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets its own level on import

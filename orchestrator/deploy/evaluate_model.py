@@ -4,7 +4,7 @@ The model file's config says how to build the net; ``--data`` (an ImageFolder ro
 overrides (``eval.test_resolutions``, ``eval.calibrate``, ...) say what to evaluate it on; without
 ``--data`` it is the data the model's config names, except for a model imported from a paper's code,
 which needs ``--data`` (its config's data is only a default). The matrix comes from the same evaluator
-as every job's (``orchestrator.job.evaluate_job``: every inference mode of the method, the same data
+as every job's (``orchestrator.engine.job.evaluate_job``: every inference mode of the method, the same data
 builders), and goes to MLflow the same way (``analysis.report.log_matrix``)
 as a FINISHED job run in the experiment ``--suite`` (default "imported"), tagged ``resolab.model_file``
 so that ``resolab export RUN_ID`` / ``resolab pick RUN_ID`` find the model again.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from jobspec import ConfigError, JobConfig, flatten, nest, param_value, parse_overrides, resolve_tracking_uri
 from jobspec.tree import deep_merge
-from orchestrator.model_file import LoadedModel, ModelFileError, load_model
-from orchestrator.model_source import MODEL_FILE_TAG
+from orchestrator.deploy.model_file import LoadedModel, ModelFileError, load_model
+from orchestrator.deploy.model_source import MODEL_FILE_TAG
 
 IMPORTED_SUITE = "imported"
 
@@ -73,7 +73,7 @@ def data_in_words(loaded: LoadedModel, cfg: JobConfig, model_path: Path, data_ro
     if data.dataset == "synthetic":
         return (f"the built-in synthetic data the model's config names ({data.num_classes or 10} classes); "
                 "give --data ROOT to evaluate on an ImageFolder instead")
-    from orchestrator.data import DatasetError, check_imagefolder_layout
+    from orchestrator.data.loaders import DatasetError, check_imagefolder_layout
 
     root = Path(data.root).expanduser()
     try:
@@ -121,13 +121,13 @@ def evaluate_model(model_path: Path, data_root: str | None, overrides: list[str]
     from mlflow.tracking import MlflowClient
 
     from analysis.matrix import matrix_cells
-    from analysis.mlflow_batch import log_batched
+    from records.batch import log_batched
     from analysis.report import log_matrix
     from backbones.complexity import count_madds
-    from orchestrator.job import cpu_threads, evaluate_job
-    from orchestrator.loop import LocalRuntime, TrainedJob
-    from orchestrator.mlflow_sink import artifact_location, check_tracking
-    from orchestrator.tracking import store_creation_lock
+    from orchestrator.engine.job import cpu_threads, evaluate_job
+    from orchestrator.engine.loop import LocalRuntime, TrainedJob
+    from orchestrator.cluster.mlflow_sink import artifact_location, check_tracking
+    from records.tracking import store_creation_lock
 
     model_path = Path(model_path).resolve()
     loaded = load_model(model_path, expected=TAKES)

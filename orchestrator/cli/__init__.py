@@ -1,0 +1,1 @@
+"""The resolab command line: every subcommand."""

@@ -1,0 +1,1 @@
+"""Data: datasets, multi-resolution transforms and loaders, the built-in synthetic images."""
