@@ -22,10 +22,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from analysis.predictions import ADAPTIVE_ROW, predictions_frame
+from analysis.predictions import predictions_frame
 from backbones import MultiResolutionNet, Route, materialize, recalibrate_bn
 from backbones.preprocess import normalize_on_device
 from methods import FIXED, EvalMode
+from records.names import ADAPTIVE_ROW
 
 COLUMNS = ["mode", "row", "test_res", "top1", "top5"]
 

@@ -15,7 +15,6 @@ the runs, i.e. seeds, that got the image right: 0 or 1 for a single run).
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,9 +22,11 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-PREDICTIONS_NAME = "predictions.parquet"
+from records.files import atomic_write
+# PREDICTIONS_NAME: the writers of the artifact import it from here.
+from records.names import ADAPTIVE_ROW, PREDICTIONS_PARQUET as PREDICTIONS_NAME  # noqa: F401
+
 IMAGE, LABEL = "image", "label"
-ADAPTIVE_ROW = 0  # the row of an adaptive mode; analysis.matrix takes it from here
 SEED_PARAM = "params.train.seed"  # a run's seed, as make_tables' run frames hold it
 
 Cell = tuple[str, int, int]  # (mode, row, test_res)
@@ -65,12 +66,7 @@ def predictions_frame(labels: np.ndarray, cells: dict[Cell, np.ndarray]) -> pd.D
 
 def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
     """Atomically (a half-written file is never seen under ``path``); zstd keeps ImageNet-sized files small."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    frame.to_parquet(partial, index=False, compression="zstd")
-    os.replace(partial, path)
-    return path
+    return atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False, compression="zstd"))
 
 
 def load_predictions(path: Path | str) -> pd.DataFrame:

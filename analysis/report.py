@@ -1,13 +1,6 @@
 """One job's accuracy matrix in MLflow: cell metrics, Parquet/CSV and figures; and the way back.
 
-Metric names (top-1 ``acc1``, top-5 ``acc5``; values in %, step 0):
-
-- mode ``fixed``:            ``acc1/train{r}_test{s}``
-- any other per-row mode:    ``acc1/{mode}/train{r}_test{s}``   (SAN ideal, ideal_calib)
-- adaptive modes (row 0):    ``acc1/{mode}/test{s}``            (SAN proxy, RS-Net nearest / interp)
-- MAdds, when given:         ``madds/test{s}``                  (multiply-adds at test resolution s)
-
-The per-epoch ``acc1/r{res}`` metrics of the training loop do not match these patterns.
+Metric names: ``records.names.metric_name`` (top-1 ``acc1``, top-5 ``acc5``; values in %, step 0).
 
 Artifacts under ``matrix/``: ``matrix.parquet`` and ``matrix.csv`` (long form, ``analysis.matrix.COLUMNS``),
 ``heatmap.png``, ``acc_vs_test_res.png`` and, with MAdds, ``acc_vs_madds.png``; with per-image
@@ -17,7 +10,6 @@ predictions, ``predictions.parquet`` (``analysis.predictions``); with ``eval.gap
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 import time
@@ -26,43 +18,12 @@ from pathlib import Path
 import pandas as pd
 from mlflow.entities import Metric
 
-from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
-from records.batch import log_batched
+from analysis.matrix import COLUMNS, Matrix
 from analysis.predictions import PREDICTIONS_NAME, write_predictions
-
-ARTIFACT_DIR = "matrix"
-PARQUET_NAME = "matrix.parquet"
-GAP_CDF_NAME = "gap_cdf.parquet"
-FIXED_MODE = "fixed"
-METRIC_PREFIX = {"top1": "acc1", "top5": "acc5"}
-
-_CELL_NAME = re.compile(r"^(?P<prefix>acc1|acc5)/(?:(?P<mode>[A-Za-z0-9_]+)/)?(?:train(?P<row>\d+)_)?test(?P<test>\d+)$")
-
-
-def metric_name(mode: str, row: int, test_res: int, metric: str = "top1") -> str:
-    """The MLflow metric name of one matrix cell (see the module docstring)."""
-    prefix = METRIC_PREFIX[metric]
-    if row == ADAPTIVE_ROW:
-        return f"{prefix}/{mode}/test{test_res}"
-    if mode == FIXED_MODE:
-        return f"{prefix}/train{row}_test{test_res}"
-    return f"{prefix}/{mode}/train{row}_test{test_res}"
-
-
-def parse_metric_name(name: str) -> tuple[str, int, int, str] | None:
-    """(mode, row, test_res, 'top1'|'top5') of a cell metric name; None for any other metric."""
-    match = _CELL_NAME.match(name)
-    if not match:
-        return None
-    mode, row = match["mode"], match["row"]
-    metric = "top1" if match["prefix"] == "acc1" else "top5"
-    if mode is None and row is None:
-        return None  # "acc1/test32" names no mode
-    if mode is None:
-        return FIXED_MODE, int(row), int(match["test"]), metric
-    if mode == FIXED_MODE:
-        return None  # fixed cells never carry the mode segment
-    return mode, (ADAPTIVE_ROW if row is None else int(row)), int(match["test"]), metric
+from records.batch import log_batched
+# FIXED_MODE and parse_metric_name are imported from here by the table builders.
+from records.names import (FIXED_MODE, GAP_CDF_PARQUET, MATRIX_CSV, MATRIX_DIR, MATRIX_PARQUET,  # noqa: F401
+                           madds_metric_name, metric_name, parse_metric_name)
 
 
 def matrix_metrics(matrix: Matrix) -> dict[str, float]:
@@ -78,7 +39,7 @@ def log_matrix_metrics(client, run_id: str, matrix: Matrix, madds: dict[int, int
     """All cell metrics (and MAdds), batched."""
     now = int(time.time() * 1000)
     values = matrix_metrics(matrix)
-    values.update({f"madds/test{int(res)}": float(m) for res, m in (madds or {}).items()})
+    values.update({madds_metric_name(res): float(m) for res, m in (madds or {}).items()})
     log_batched(client, run_id, metrics=[Metric(name, value, now, 0) for name, value in values.items()])
 
 
@@ -135,8 +96,8 @@ def log_matrix(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None
     gap_cdf = matrix.gap_cdf if gap_cdf is None else gap_cdf
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        frame.to_parquet(folder / PARQUET_NAME, index=False)
-        frame.to_csv(folder / "matrix.csv", index=False)
+        frame.to_parquet(folder / MATRIX_PARQUET, index=False)
+        frame.to_csv(folder / MATRIX_CSV, index=False)
         write_matrix_figures(Matrix(frame), folder, madds, title)
         if isinstance(predictions, pd.DataFrame):
             write_predictions(predictions, folder / PREDICTIONS_NAME)
@@ -146,14 +107,14 @@ def log_matrix(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None
             logging.getLogger(__name__).warning("per-image predictions %s not found; run %s gets none",
                                                 predictions, run_id)
         if gap_cdf is not None:
-            gap_cdf.to_parquet(folder / GAP_CDF_NAME, index=False)
-        client.log_artifacts(run_id, str(folder), artifact_path=ARTIFACT_DIR)
+            gap_cdf.to_parquet(folder / GAP_CDF_PARQUET, index=False)
+        client.log_artifacts(run_id, str(folder), artifact_path=MATRIX_DIR)
 
 
 def read_matrix(client, run_id: str) -> Matrix:
     """The Parquet artifact of ``log_matrix``, downloaded through the client's tracking store or server."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{PARQUET_NAME}", tmp)
+        path = client.download_artifacts(run_id, f"{MATRIX_DIR}/{MATRIX_PARQUET}", tmp)
         return Matrix(_typed(pd.read_parquet(path)))
 
 
@@ -164,12 +125,12 @@ def read_predictions(client, run_id: str) -> pd.DataFrame | None:
 
 def read_gap_cdf(client, run_id: str) -> pd.DataFrame | None:
     """The run's GAP activation quantiles (``eval.gap_cdf``); None for a run recorded without them."""
-    return _read_optional_parquet(client, run_id, GAP_CDF_NAME)
+    return _read_optional_parquet(client, run_id, GAP_CDF_PARQUET)
 
 
 def _read_optional_parquet(client, run_id: str, name: str) -> pd.DataFrame | None:
     """A Parquet file under the run's ``matrix/`` artifacts, or None when the run has none of that name."""
-    if f"{ARTIFACT_DIR}/{name}" not in {f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR)}:
+    if f"{MATRIX_DIR}/{name}" not in {f.path for f in client.list_artifacts(run_id, MATRIX_DIR)}:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        return pd.read_parquet(client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{name}", tmp))
+        return pd.read_parquet(client.download_artifacts(run_id, f"{MATRIX_DIR}/{name}", tmp))

@@ -50,7 +50,10 @@ from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from jobspec import DataConfig, JobConfig, SyntheticConfig  # noqa: E402
 from orchestrator.data.loaders import build_loader, build_train_dataset, build_val_dataset  # noqa: E402
 from orchestrator.engine.loop import autocast_for, calibration_batches_for, to_device  # noqa: E402
-from step_time import Trainer, job, median_times, sync  # noqa: E402
+from records import names  # noqa: E402
+from records.store import sqlite_uri  # noqa: E402
+from measure import median_times, sync  # noqa: E402
+from step_time import Trainer, job  # noqa: E402
 
 # bf16 dense tensor-core peaks (TFLOP/s, no sparsity), from the vendors' data sheets; matched against
 # torch.cuda.get_device_name in this order (H100 PCIe before the SXM part, whose name carries no "SXM").
@@ -245,7 +248,7 @@ def check_suite(args, gpus: float):
                               "`python -c 'import ray; ray.init(); print(ray.cluster_resources())'`)") from None
         if proc.returncode != 0:
             raise CheckFailed(f"exit {proc.returncode}: {output.strip().splitlines()[-1] if output.strip() else ''}")
-        detail = recorded_job(f"sqlite:///{Path(home) / 'mlflow.db'}", gpus)
+        detail = recorded_job(sqlite_uri(Path(home) / 'mlflow.db'), gpus)
     return f"{' '.join(cmd[3:])}: {detail}", None
 
 
@@ -254,7 +257,7 @@ def recorded_job(tracking_uri: str, gpus: float) -> str:
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("quickstart")
-    runs = client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'") if experiment else []
+    runs = client.search_runs([experiment.experiment_id], names.JOB_FILTER) if experiment else []
     if len(runs) != 1 or runs[0].info.status != "FINISHED":
         raise CheckFailed(f"MLflow holds {[r.info.status for r in runs]} job runs, not one FINISHED")
     run = runs[0]

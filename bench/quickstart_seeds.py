@@ -32,7 +32,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jobspec import resolve_tracking_uri  # noqa: E402
+from records import names  # noqa: E402
+from records.store import resolve_tracking_uri  # noqa: E402
 
 SUITE = "quickstart_seeds"
 MODELS = {  # row label -> the case that trains it
@@ -65,7 +66,7 @@ def diagonal(uri: str) -> dict[str, dict[int, list[float]]]:
     experiment = client.get_experiment_by_name(SUITE)
     if experiment is None:
         return {}
-    runs = client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job' and attributes.status = 'FINISHED'",
+    runs = client.search_runs([experiment.experiment_id], names.FINISHED_JOB_FILTER,
                               max_results=1000)
     out: dict[str, dict[int, list[float]]] = {}
     for run in runs:

@@ -6,7 +6,7 @@ catalogs of ``backbones`` and ``methods``.
 """
 from jobspec.errors import ConfigError
 from jobspec.expand import BUILTIN_SMOKE, expand_jobs, job_from_dict, parse_overrides
-from jobspec.home import PROJECT_ROOT, default_tracking_uri, resolab_home, resolve_tracking_uri
+from jobspec.home import PROJECT_ROOT, resolab_home
 from jobspec.hashing import NOT_HASHED, config_hash, hashed_part, training_hash, training_hash_of_params
 from jobspec.naming import Job
 from jobspec.schema import (VALID_KEYS, DataConfig, EvalConfig, JobConfig, MethodConfig, ModelConfig, ResourcesConfig,
@@ -17,7 +17,7 @@ from jobspec.tree import flatten, nest, param_value
 __all__ = [
     "BUILTIN_SMOKE", "NOT_HASHED", "PROJECT_ROOT", "VALID_KEYS", "ConfigError", "DataConfig", "EvalConfig", "Job",
     "JobConfig", "MethodConfig", "ModelConfig", "ResourcesConfig", "Suite", "SyntheticConfig", "TrainConfig",
-    "config_hash", "default_tracking_uri", "expand_jobs", "flatten", "hashed_part", "job_from_dict", "load_suite",
-    "nest", "param_value", "parse_overrides", "resolab_home", "resolve_tracking_uri", "training_hash",
+    "config_hash", "expand_jobs", "flatten", "hashed_part", "job_from_dict", "load_suite",
+    "nest", "param_value", "parse_overrides", "resolab_home", "training_hash",
     "training_hash_of_params",
 ]

@@ -1,1 +1,1 @@
-"""What a job leaves behind and where: MLflow names, runs and stores; reuse of finished runs."""
+"""What a job leaves behind and where: MLflow names, stores and runs, the storage layout, whole-file writes, reuse."""

@@ -4,7 +4,7 @@ Paper tables share jobs: the R18 SAN of SAN Table 1 is also a row of Tables 2 an
 of RS-Nets Table 2 is the base of Tables 5 and 6. When a suite holds a job whose config hash already has
 a FINISHED run in another suite's experiment, that run is copied into this suite's experiment (params,
 tags, every metric's full history, every artifact) instead of being trained again. The copy is tagged
-``resolab.reused_from`` with the source run id, and keeps the source's code version and run times, so
+``records.names.REUSED_FROM`` with the source run id, and keeps the source's code version and run times, so
 it says truthfully which code trained it and when. ``resolab run --no-reuse`` trains everything anew.
 """
 from __future__ import annotations
@@ -14,9 +14,8 @@ import tempfile
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from records import names
 from records.batch import log_batched
-
-REUSED_FROM_TAG = "resolab.reused_from"
 
 
 def finished_job_runs(client: MlflowClient, exclude_experiment: str | None = None) -> list:
@@ -25,7 +24,7 @@ def finished_job_runs(client: MlflowClient, exclude_experiment: str | None = Non
                       if e.experiment_id != exclude_experiment]
     if not experiment_ids:
         return []
-    return client.search_runs(experiment_ids, "tags.`resolab.kind` = 'job' and attributes.status = 'FINISHED'",
+    return client.search_runs(experiment_ids, names.FINISHED_JOB_FILTER,
                               max_results=50000, order_by=["attributes.end_time DESC"])
 
 
@@ -33,16 +32,16 @@ def finished_runs_by_hash(client: MlflowClient, exclude_experiment: str) -> dict
     """The newest FINISHED job run of each config hash in every experiment except ``exclude_experiment``."""
     newest: dict[str, object] = {}
     for run in finished_job_runs(client, exclude_experiment):
-        newest.setdefault(run.data.tags.get("resolab.config_hash"), run)
+        newest.setdefault(run.data.tags.get(names.CONFIG_HASH), run)
     return newest
 
 
 def copy_run(client: MlflowClient, source, experiment_id: str, tags: dict[str, str]) -> str:
     """A FINISHED copy of ``source`` in ``experiment_id``; ``tags`` override the source's resolab.* tags."""
-    kept = {k: v for k, v in source.data.tags.items() if k.startswith("resolab.")}
-    merged = {**kept, **tags, "resolab.code_version": kept.get("resolab.code_version", "unknown"),
-              REUSED_FROM_TAG: source.info.run_id}
-    run_id = client.create_run(experiment_id, start_time=source.info.start_time, run_name=tags.get("resolab.job"),
+    kept = {k: v for k, v in source.data.tags.items() if k.startswith(names.PREFIX)}
+    merged = {**kept, **tags, names.CODE_VERSION: kept.get(names.CODE_VERSION, "unknown"),
+              names.REUSED_FROM: source.info.run_id}
+    run_id = client.create_run(experiment_id, start_time=source.info.start_time, run_name=tags.get(names.JOB),
                                tags=merged).info.run_id
     log_batched(client, run_id,
                 metrics=[m for key in source.data.metrics for m in client.get_metric_history(source.info.run_id, key)],

@@ -18,8 +18,11 @@ from jobspec import JobConfig
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` run only where torch sees a CUDA device; elsewhere they are skipped with the
-    reason. torch is imported only when such a test was collected (it costs seconds)."""
+    """Modules on the session's local Ray run last, one after another (see ``ray_head``). Tests marked
+    ``gpu`` run only where torch sees a CUDA device; elsewhere they are skipped with the reason. torch is
+    imported only when such a test was collected (it costs seconds)."""
+    on_ray = {item.module for item in items if "local_ray" in item.fixturenames}
+    items.sort(key=lambda item: item.module in on_ray)  # stable: the order within each group stays
     gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_tests:
         return
@@ -157,10 +160,52 @@ def home(tmp_path_factory):
         os.environ["RESOLAB_HOME"] = old
 
 
+# Starting a local Ray takes seconds, so the session starts one head, in a process of its own that owns
+# it, and each module connects a driver to it and disconnects at its end (tests check that commands which
+# need no Ray leave it uninitialised). Those modules run last: an idle head costs about 5 % of a core.
+# The head never records its address in /tmp/ray, where a plain ``ray.init()`` (the ``resolab run``
+# subprocesses of other tests) would find and join it, and its dashboard takes a free port, not Ray's
+# default 8265 that a user's Ray may hold.
+RAY_HEAD = """
+import pathlib, sys, ray
+ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=int(sys.argv[1]),
+         log_to_driver=False, logging_level="ERROR")
+pathlib.Path(sys.argv[2] + ".part").write_text(ray.get_runtime_context().gcs_address)
+pathlib.Path(sys.argv[2] + ".part").rename(sys.argv[2])
+sys.stdin.read()  # until the test session closes stdin (or dies): then the head shuts down with this process
+"""
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """The GCS address of the session's local Ray head (2 CPUs)."""
+    folder = tmp_path_factory.mktemp("ray_head")
+    # Jobs get RESOLAB_HOME from the driver that submits them; this one only catches what would leak.
+    env = {**os.environ, "RESOLAB_HOME": str(folder / "home")}
+    env.pop("RAY_ADDRESS", None)
+    address_file = folder / "address"
+    process = subprocess.Popen([sys.executable, "-c", RAY_HEAD, str(free_port()), str(address_file)],
+                               stdin=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not address_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the session's Ray head did not start (exit status {process.poll()})")
+            time.sleep(0.1)
+        yield address_file.read_text()
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+
+
 @pytest.fixture(scope="module")
-def local_ray(home):
-    """One local Ray for the module, 2 CPUs, quiet; shut down at the end."""
+def local_ray(home, ray_head):
+    """A driver on the session's local Ray for this module, quiet; disconnected at the module's end."""
     import ray
-    ray.init(num_cpus=2, log_to_driver=False, logging_level="ERROR", dashboard_host="127.0.0.1")
+    ray.init(address=ray_head, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()

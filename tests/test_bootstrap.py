@@ -9,10 +9,10 @@ from mlflow.tracking import MlflowClient
 
 from analysis import make_tables
 from analysis.bootstrap import Bootstrap, paired_gain_interval, resampled_gains
-from analysis.overview_tables import quickstart
-from analysis.rsnets_tables import rsnets_table2
-from analysis.table_builder import NO_PREDICTIONS_NOTE
-from analysis.table_render import to_markdown
+from analysis.tables.overview import quickstart
+from analysis.tables.rsnets import rsnets_table2
+from analysis.tables.builder import NO_PREDICTIONS_NOTE
+from analysis.tables.render import to_markdown
 from tests.test_rsnets_table1 import RUNS, log_fixture, predictions_of, runs_frame, store  # noqa: F401 (fixture)
 
 

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from jobspec import load_suite
-from orchestrator.data.loaders import loaders as data_module
+from orchestrator.data import loaders as data_module
 from orchestrator.cli.main import main as cli_main
 from orchestrator.data.loaders import DatasetError, check_suite_data
 

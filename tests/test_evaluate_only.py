@@ -18,12 +18,12 @@ from methods import build_method
 from orchestrator.engine import checkpoint as ckpt
 from orchestrator.cli.main import main as cli_main
 from orchestrator.data.loaders import build_loader, build_val_dataset
-from orchestrator.cluster.evaluate_only import EVALUATED_FROM_TAG, SOURCE_CODE_TAG
 from orchestrator.engine.loop import LocalRuntime, train
-from orchestrator.cluster.ray_job import job_dir
 from orchestrator.cluster.status import job_states, suite_status
 from orchestrator.cluster.suite import RunOptions, run_suite
-from records.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
+from records.layout import job_dir
+from records.names import (CHECKPOINT_DIR as CHECKPOINT_DIR_TAG, EVALUATED_FROM as EVALUATED_FROM_TAG,
+                           SOURCE_CODE_VERSION as SOURCE_CODE_TAG, TRAINING_HASH as TRAINING_HASH_TAG)
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 6
@@ -168,6 +168,12 @@ def test_new_test_resolution_is_evaluated_from_the_finished_model_without_traini
                                   cells(read_matrix(client, source.info.run_id).frame, lambda t: t > 0),
                                   check_dtype=False)
 
+    # Nothing relabelled: the job's folder holds its result files and no checkpoint; its run names the
+    # source's checkpoint directory, where its model is.
+    own = job_dir(storage, "reevaluated", job.name, job.hash)
+    assert not (own / ckpt.CHECKPOINT_FILE).exists() and (own / "result.json").is_file()
+    assert tags[CHECKPOINT_DIR_TAG] == str(source_dir.resolve())
+
     state, detail = job_states(suite, uri)[job.name]
     assert state == "done" and source.info.run_id in detail
     assert run_suite(suite, RunOptions(tracking_uri=uri, storage=storage)).skipped == [job.name]  # not again
@@ -210,8 +216,8 @@ def test_evaluate_command_evaluates_what_has_a_model_and_lists_the_rest(trained,
 def test_a_part_trained_run_is_superseded_by_the_evaluation_of_a_finished_model(empty_db, tmp_path):
     """No Ray: the driver's side. An older source run (no training-hash or checkpoint tag, as runs recorded
     before them) and a run of the new job that an earlier invocation trained part-way."""
-    from orchestrator.cluster.evaluate_only import ModelStore, plan_evaluations
     from orchestrator.cluster.mlflow_sink import SuiteTracking
+    from orchestrator.cluster.plan import Evaluate, plan_jobs, read_snapshot
 
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "ray")
@@ -240,16 +246,18 @@ def test_a_part_trained_run_is_superseded_by_the_evaluation_of_a_finished_model(
     part_trained = run_ids[job.name]
     client.log_metric(part_trained, "loss/total", 9.0, step=0)
 
-    planned = plan_evaluations(tracking, suite.jobs, run_ids, ModelStore(client, storage))
-    assert list(planned) == [job.name] and run_ids[job.name] != part_trained
+    snapshot, _ = read_snapshot(client, tracking.experiment_id, suite.jobs, "target", storage)
+    source_dir = job_dir(storage, "source", source_job.name, source_job.hash)
+    (decision,) = plan_jobs(suite.jobs, snapshot)
+    assert isinstance(decision, Evaluate) and decision.checkpoint_dir == source_dir
+    prepared = tracking.carry_out([decision], snapshot)
+    run_ids = prepared.run_ids
+    assert list(prepared.evaluations) == [job.name] and run_ids[job.name] != part_trained
     assert client.get_run(part_trained).info.status == "KILLED"
     run = client.get_run(run_ids[job.name])
     assert run.data.tags[EVALUATED_FROM_TAG] == source_id
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss/total")] == \
         [2.0 - e / 10 for e in range(EPOCHS)]
     assert "acc1/train24_test24" not in run.data.metrics
-    # The job's own directory now holds the model as a final checkpoint of this job, which its loop accepts.
-    own = job_dir(storage, "target", job.name, job.hash)
-    saved = ckpt.load(own, job.hash, "rsnet")
-    assert saved["epoch"] == EPOCHS - 1 and saved["optimizer"]["state"] == {}
-    assert all(torch.equal(saved["model"][k], v) for k, v in net.state_dict().items())
+    # Nothing copied or relabelled: the job's own directory holds no checkpoint.
+    assert not (job_dir(storage, "target", job.name, job.hash) / ckpt.CHECKPOINT_FILE).exists()

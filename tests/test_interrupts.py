@@ -30,7 +30,7 @@ import os, signal, sys
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from mlflow.tracking import MlflowClient
-from records.tracking import check_store
+from records.store import check_store
 
 mode, folder = sys.argv[1], sys.argv[2]
 count, limit = [0], [None]

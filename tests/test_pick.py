@@ -18,7 +18,7 @@ from orchestrator.engine import checkpoint as ckpt
 from orchestrator.cli.main import main as cli_main
 from orchestrator.deploy.model_file import build_model, save_model_file
 from orchestrator.deploy.pick import pick, render
-from records.tracking import CHECKPOINT_DIR_TAG
+from records.names import CHECKPOINT_DIR as CHECKPOINT_DIR_TAG
 
 RES = [32, 24, 16]
 # (mode, row, test_res, top1): row 0 = an adaptive route.

@@ -16,10 +16,11 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cli.main import main as cli_main
 from jobspec import load_suite
 from records.store import TrackingUnavailable
-from orchestrator.cluster.ray_job import CRASH_EPOCH_ENV, CRASH_RANK_ENV, job_dir
+from orchestrator.cluster.ray_job import CRASH_EPOCH_ENV, CRASH_RANK_ENV
 from orchestrator.cluster.status import job_states
 from orchestrator.cluster.suite import RunOptions, run_suite
-from records.tracking import DRIVER_GONE_AFTER_S
+from records.layout import job_dir
+from records.runs import DRIVER_GONE_AFTER_S
 
 REPO = Path(__file__).resolve().parent.parent
 

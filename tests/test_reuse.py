@@ -12,8 +12,8 @@ from analysis.matrix import COLUMNS, Matrix
 from analysis.report import log_matrix, read_matrix
 from jobspec import load_suite
 from orchestrator.cluster.mlflow_sink import SuiteTracking
-from records.reuse import REUSED_FROM_TAG
-from records.tracking import job_tags
+from records.names import REUSED_FROM as REUSED_FROM_TAG
+from records.runs import job_tags
 
 JOB = {"model": {"backbone": "resnet_tiny", "small_input": True, "width": 8}, "method": {"name": "rsnet"},
        "data": {"resolutions": [24, 16]}, "train": {"epochs": 2}}

@@ -1,4 +1,4 @@
-"""RS-Nets Table 1 (analysis.rsnets_table1) against hand counts on six images, through the pure builder
+"""RS-Nets Table 1 (analysis.tables.rsnets_table1) against hand counts on six images, through the pure builder
 and through make_tables reading the predictions artifacts from a real SQLite MLflow store."""
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from analysis.matrix import COLUMNS, Matrix
 from records.batch import log_batched
 from analysis.predictions import PREDICTIONS_NAME, predictions_frame, top1_of, write_predictions
 from analysis.report import log_matrix_metrics
-from analysis.rsnets_table1 import WORSE_LEGEND, rsnets_table1
-from analysis.table_render import to_markdown
+from analysis.tables.rsnets_table1 import WORSE_LEGEND, rsnets_table1
+from analysis.tables.render import to_markdown
 from jobspec import DataConfig, EvalConfig, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten, param_value
 
 RES = (32, 24, 16)

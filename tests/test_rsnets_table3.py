@@ -19,9 +19,10 @@ from analysis.describe import describe
 from analysis.matrix import COLUMNS, Matrix
 from records.batch import log_batched
 from analysis.report import log_matrix_metrics
-from analysis.rsnets_table3 import full_precision, network, quantized, settings
+from analysis.tables.rsnets_table3 import full_precision, network, quantized, settings
+from analysis.tables.store import fetch_runs
 from jobspec import Job, JobConfig, config_hash, flatten, param_value
-from records.tracking import job_tags
+from records.runs import job_tags
 
 S = (224, 192, 160, 128, 96)
 # RS-Nets Table 3, Quantized ResNet18: (top-1, top-5) per resolution.
@@ -126,8 +127,8 @@ def test_fig1_shows_quantized_points_apart_from_the_full_precision_models(capsys
 
 
 def test_split_of_runs_by_precision(store):
-    runs = pd.concat([make_tables.fetch_runs(MlflowClient(store), s) for s in ("rsnets_table3", "rsnets_table2")])
-    from analysis.runs import prepare_runs
+    runs = pd.concat([fetch_runs(MlflowClient(store), s) for s in ("rsnets_table3", "rsnets_table2")])
+    from analysis.tables.runs import prepare_runs
     runs = prepare_runs(runs)
     assert len(full_precision(runs)) == 1 and len(quantized(runs)) == 12
     assert settings(runs, "resnet_tiny") == [("resnet_tiny", (2, 32)), ("preact_resnet_tiny", (2, 2))]

@@ -18,14 +18,16 @@ import pytest
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from analysis import make_tables, published, table_render
+from analysis import make_tables, published
+from analysis.tables import render as table_render
 from analysis.matrix import COLUMNS, Matrix
 from records.batch import log_batched
 from analysis.report import log_matrix_metrics
-from analysis.rsnets_table4 import rsnets_table4, width_label
+from analysis.tables.rsnets_table4 import rsnets_table4, width_label
+from analysis.tables.store import fetch_runs
 from jobspec import DataConfig, EvalConfig, Job, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten, \
     param_value
-from records.tracking import job_tags
+from records.runs import job_tags
 
 S = (224, 192, 160, 128, 96)
 TESTS = (224, 192, 160, 128, 96)
@@ -155,7 +157,7 @@ def test_latex_and_csv(capsys, mobilenet_store):
 
 
 def test_builder_renders_every_format_from_the_fixture(mobilenet_store):
-    runs = make_tables.fetch_runs(MlflowClient(mobilenet_store), "rsnets_table4")
+    runs = fetch_runs(MlflowClient(mobilenet_store), "rsnets_table4")
     built = rsnets_table4(runs, ["resolab run experiments/rsnets_table4.yaml"], digits=2)
     widths, resolutions = built.panels
     assert [c.text for c in widths.rows[2]] == ["0.65×", "162M", "68.00", "—", "68.3"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.runs import prepare_runs, seed_groups
+from analysis.tables.runs import prepare_runs, seed_groups
 from jobspec import JobConfig, flatten, param_value
 
 

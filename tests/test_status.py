@@ -11,9 +11,9 @@ from mlflow.tracking import MlflowClient
 from jobspec import load_suite
 from orchestrator.engine import checkpoint as ckpt
 from orchestrator.cluster.mlflow_sink import SuiteTracking
-from orchestrator.cluster.ray_job import job_dir
 from orchestrator.cluster.status import job_states, suite_status
-from records.tracking import DRIVER_GONE_AFTER_S
+from records.layout import job_dir
+from records.runs import DRIVER_GONE_AFTER_S
 
 JOB = {"model": {"backbone": "resnet_tiny", "small_input": True, "width": 8}, "method": {"name": "parallel"},
        "data": {"resolutions": [24, 16]}, "train": {"epochs": 3}}

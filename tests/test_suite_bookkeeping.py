@@ -12,13 +12,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from analysis.make_tables import log_table, parent_run_id
-from analysis.table_model import Cell, Panel, Table
+from analysis.tables.store import log_table, parent_run_id
+from analysis.tables.model import Cell, Panel, Table
 from jobspec import load_suite
-from orchestrator.cluster.mlflow_sink import DRIVER_TAG, MlflowSink, SuiteTracking, this_driver
+from orchestrator.cluster.mlflow_sink import MlflowSink, SuiteTracking, this_driver
 from orchestrator.cluster.status import job_states
 from orchestrator.cluster.suite import RunOptions, run_suite
-from records.tracking import CHECKPOINT_DIR_TAG, DRIVER_GONE_AFTER_S, HEARTBEAT_TAG
+from records.names import CHECKPOINT_DIR as CHECKPOINT_DIR_TAG, DRIVER as DRIVER_TAG, DRIVER_HEARTBEAT as HEARTBEAT_TAG
+from records.runs import DRIVER_GONE_AFTER_S
 
 JOB = {"model": {"backbone": "resnet_tiny", "small_input": True, "width": 8}, "method": {"name": "rsnet"},
        "data": {"resolutions": [24, 16], "loader_workers": 0,

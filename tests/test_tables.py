@@ -21,7 +21,10 @@ import pytest
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from analysis import make_tables, table_model, table_render
+from analysis import make_tables
+from analysis.tables import model as table_model, render as table_render
+from analysis.tables.registry import TABLES
+from analysis.tables.store import fetch_runs
 from analysis.matrix import ADAPTIVE_ROW, COLUMNS, Matrix
 from analysis.plots import format_madds
 from analysis.describe import describe
@@ -29,7 +32,7 @@ from records.batch import log_batched
 from analysis.report import log_matrix_metrics
 from jobspec import (DataConfig, EvalConfig, Job, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten,
                      param_value)
-from records.tracking import job_tags
+from records.runs import job_tags
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = (32, 24, 16)
@@ -488,7 +491,7 @@ def test_every_table_renders_in_every_format(capsys, store_uri, fmt):
                 "rsnets_table5": "59.2", "rsnets_table6": "3×", "rsnets_fig3": "2.70", "rsnets_fig4": "59.0", "rsnets_fig5": "-0.8", "fig1": "71.5",
                 "rsnets_table1": "—",  # this store holds no per-image predictions: every share is missing
                 "quickstart": "59.0 (+3.0)"}
-    assert set(expected) == set(make_tables.TABLES)
+    assert set(expected) == set(TABLES)
     for name, number in expected.items():
         code, out, err = run_cli(capsys, name, "--tracking-uri", store_uri, "--no-log", "--format", fmt)
         assert code == 0, (name, err)
@@ -558,7 +561,7 @@ def test_tables_are_logged_to_the_suite_parent_run(capsys, store_uri):
 def test_no_table_argument_prints_every_table_with_runs(capsys, store_uri):
     code, out, err = run_cli(capsys, "--tracking-uri", store_uri, "--no-log")
     assert code == 0
-    assert out.count("### ") == len(make_tables.TABLES)
+    assert out.count("### ") == len(TABLES)
     assert "### Quickstart" in out and "### RS-Nets Table 2" in out
 
 
@@ -609,13 +612,39 @@ def test_bad_filter_is_one_line_not_a_traceback(capsys, store_uri):
 
 def test_heatmaps_outline_the_diagonal_of_every_matrix_panel(store_uri):
     """The caption says train = test cells are outlined: also in the I-Nets panel, which has no proxy cells."""
-    from analysis.tables import BUILDERS
-
-    runs = make_tables.fetch_runs(MlflowClient(store_uri), "san_table1")
-    table = BUILDERS["san_table1"](runs)
+    runs = fetch_runs(MlflowClient(store_uri), "san_table1")
+    table = TABLES["san_table1"].builder()(runs)
     inets, san = [p for p in table.panels if p.heatmap is not None][:2]
     frame, marked = inets.heatmap
     diagonal = {(r, t) for r in frame.index for t in frame.columns if r == t}
     assert diagonal and diagonal <= marked
     assert not any(cell.marked for row in inets.rows for cell in row)  # the table text marks proxy cells only
     assert diagonal <= san.heatmap[1] and len(san.heatmap[1]) > len(diagonal)  # SAN: diagonal and proxy rows
+
+
+def test_resolab_tables_prints_what_make_tables_prints(capsys, store_uri):
+    from orchestrator.cli.main import main as resolab
+
+    for argv in (["quickstart", "--tracking-uri", store_uri, "--no-log"],
+                 ["san_table1", "rsnets_fig4", "--tracking-uri", store_uri, "--no-log", "--format", "csv"],
+                 ["--list"]):
+        expected = run_cli(capsys, *argv)
+        assert resolab(["tables", *argv]) == expected[0]
+        assert capsys.readouterr() == expected[1:], argv
+    code, _, err = run_cli(capsys, "quickstart_typo")
+    assert resolab(["tables", "quickstart_typo"]) == code == 2
+    assert capsys.readouterr().err == err.replace("make_tables:", "resolab tables:", 1)
+
+
+def test_one_registry_entry_per_table_and_paper_item():
+    from analysis.tables.registry import CONTENTS, table_of
+
+    contents = {item.name for item in CONTENTS}
+    for spec in TABLES.values():
+        assert set(spec.items) <= contents, spec.name  # every item a table names is one of the papers'
+        assert spec.builder().__name__ == spec.name
+    for item in CONTENTS:  # each item with numbers is rebuilt by one table; the others say why not
+        rebuilt_by = [spec.name for spec in TABLES.values() if item.name in spec.items]
+        assert len(rebuilt_by) == (0 if item.why_not else 1), (item.name, rebuilt_by)
+        assert (table_of(item) is None) == bool(item.why_not)
+    assert TABLES["fig1"].items == ("SAN Fig. 1", "RS-Nets Fig. 1")  # one figure of both papers

@@ -1,16 +1,17 @@
-"""The deployment subcommands: import-reference, export, pick, evaluate-model (``orchestrator.cli.main`` registers them).
+"""``resolab import-reference``, ``export``, ``pick`` and ``evaluate-model``: a trained model as a file for deployment.
 
 Their user errors (``ModelFileError`` and subclasses: a file that cannot be read, weights that do not fit,
-a run that did not finish, a bad resolution) are ValueErrors that ``cli.user_error`` reports in one line.
+a run that did not finish, a bad resolution) are ValueErrors that ``common.user_error`` reports in one line.
+torch and MLflow load inside each command, so ``resolab --help`` does not wait for them.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from jobspec.one_line_parser import whole_number
+from orchestrator.cli.common import UsageError, check_device
 
 SOURCE_HELP = ("a model file (resolab import-reference), a job's checkpoint.pt, or the MLflow run id of a "
                "finished job (or of a resolab evaluate-model run)")
@@ -38,11 +39,9 @@ REFERENCE_CHECKPOINT = ("the checkpoint file the reference code's training scrip
 
 def _check_device(name: str | None) -> str | None:
     """cpu or cuda[:N], the devices pick and evaluate-model run on, checked before anything loads."""
-    from orchestrator.cli.main import UsageError, _device
-
     if name is not None and name.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device {name!r} is not one resolab runs on; use cpu or cuda (cuda:N for GPU N)")
-    return _device(name)
+    return check_device(name)
 
 
 def _import_reference(args) -> int:
@@ -68,7 +67,6 @@ def _export(args) -> int:
     from orchestrator.deploy.model_source import resolve_source
 
     if args.all == (args.resolution is not None):
-        from orchestrator.cli.main import UsageError
         raise UsageError("give either --resolution R (one route) or --all (every training resolution)")
     if args.all:  # the output first: a bad --out is said before the model loads
         check_out_dir(Path(args.out))
@@ -95,7 +93,6 @@ def _pick(args) -> int:
     from orchestrator.deploy.model_source import resolve_source
     from orchestrator.deploy.pick import pick, render, wall_clock_timer
 
-    from orchestrator.cli.main import UsageError
     _check_device(args.device)
     source = resolve_source(args.source, args.tracking_uri, args.storage, need_matrix=True)
     if source.matrix is None:
@@ -181,7 +178,3 @@ def add_subcommands(sub) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the project's SQLite file)")
     p.set_defaults(func=_evaluate_model)
-
-
-if __name__ == "__main__":
-    sys.exit("run these through `resolab`")

@@ -10,45 +10,31 @@ import socket
 import threading
 import time
 from collections.abc import MutableMapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import logging
 
 import mlflow
-import pandas as pd
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from analysis.matrix import Matrix
 from records.batch import log_batched
 from analysis.report import log_matrix
 from jobspec import flatten, param_value
-from records.reuse import copy_run, finished_runs_by_hash
-from records.tracking import (DRIVER_GONE_AFTER_S, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, check_store, code_version,
-                                   job_tags)
+from orchestrator.engine.results import JobOutcome, read_result
+from records.names import EPOCH_KEYS
+from orchestrator.cluster.evaluate_only import record_evaluation
+from orchestrator.cluster.plan import Copy, Decision, Evaluate, Skip, StoreSnapshot, plan_jobs, read_snapshot
+from records.reuse import copy_run
+from records import names
+from records.runs import (DRIVER_GONE_AFTER_S, HEARTBEAT_EVERY_S, code_version, job_tags, suite_experiment,
+                          suite_run_tags)
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets its own level on import
 
-# Where the suite driver runs (``this_driver``), on the parent run.
-DRIVER_TAG = "resolab.driver"
-# The resolab.error tag of the runs a Ctrl-C ended (KILLED).
+# The error tag of the runs a Ctrl-C ended (KILLED).
 INTERRUPTED = "interrupted (Ctrl-C / SIGINT); run the same command again to resume"
-EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s", "val_time_s", "world_size",
-              "start_epoch")
-
-
-def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Fail before anything trains if the tracking store cannot be reached or opened (TrackingUnavailable).
-    A new SQLite store is created whole, under the lock that keeps concurrent schema creations apart."""
-    check_store(uri, timeout)
-
-
-def artifact_location(uri: str) -> str | None:
-    """Artifacts of the embedded SQLite store live beside it (not in ./mlruns of whatever directory
-    the command ran in); a tracking server decides for itself."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
-    return None
 
 
 class SuiteTracking:
@@ -61,9 +47,7 @@ class SuiteTracking:
     def __init__(self, uri: str, suite, command: str):
         self.client = MlflowClient(uri)
         self.uri, self.suite, self.command = uri, suite, command
-        experiment = self.client.get_experiment_by_name(suite.name)
-        self.experiment_id = (experiment.experiment_id if experiment
-                              else self.client.create_experiment(suite.name, artifact_location=artifact_location(uri)))
+        self.experiment_id = suite_experiment(self.client, suite.name, uri)
         self._parent_id: str | None = None
         self.ended_parents = self.end_abandoned_parents()
 
@@ -72,9 +56,7 @@ class SuiteTracking:
         if self._parent_id is None:
             self._parent_id = self.client.create_run(
                 self.experiment_id, run_name=f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                tags={"resolab.kind": "suite", "resolab.suite": self.suite.name, "resolab.command": self.command,
-                      "resolab.code_version": code_version(), HEARTBEAT_TAG: str(time.time()),
-                      DRIVER_TAG: this_driver()}).info.run_id
+                tags=suite_run_tags(self.suite.name, self.command, this_driver())).info.run_id
         return self._parent_id
 
     def end_abandoned_parents(self, now: float | None = None) -> dict[str, str]:
@@ -84,49 +66,62 @@ class SuiteTracking:
         now = time.time() if now is None else now
         ended = {}
         for run in self.client.search_runs(
-                [self.experiment_id], "tags.`resolab.kind` = 'suite' and attributes.status = 'RUNNING'",
+                [self.experiment_id],
+                f"{names.tag_equals(names.KIND, names.SUITE_RUN)} and attributes.status = 'RUNNING'",
                 max_results=50000):
             why = driver_gone(run.data.tags, now)
             if why:
-                last_sign = float(run.data.tags.get(HEARTBEAT_TAG, 0.0)) or now
-                self.client.set_tag(run.info.run_id, "resolab.error", f"ended by a later `resolab run`: {why}")
+                last_sign = float(run.data.tags.get(names.DRIVER_HEARTBEAT, 0.0)) or now
+                self.client.set_tag(run.info.run_id, names.ERROR, f"ended by a later `resolab run`: {why}")
                 self.client.set_terminated(run.info.run_id, status="KILLED", end_time=int(last_sign * 1000))
                 ended[run.info.run_id] = why
         return ended
 
     def job_runs(self) -> list:
-        return self.client.search_runs([self.experiment_id], "tags.`resolab.kind` = 'job'", max_results=50000)
+        return self.client.search_runs([self.experiment_id], names.JOB_FILTER, max_results=50000)
 
-    def prepare(self, jobs, reuse: bool = True) -> tuple[list, list, JobRuns]:
-        """Split jobs into (already finished here, copied from another suite's finished run, the runs to
-        record into). An unfinished run of the same config hash from an earlier invocation is reused,
-        so a rerun creates no duplicates; a job without one gets its run when it starts (``JobRuns``)."""
-        runs = self.job_runs()
-        finished = {r.data.tags.get("resolab.config_hash") for r in runs if r.info.status == "FINISHED"}
-        unfinished: dict[str, str] = {}
-        for r in sorted(runs, key=lambda r: r.info.start_time or 0):
-            if r.info.status != "FINISHED":
-                unfinished[r.data.tags.get("resolab.config_hash")] = r.info.run_id
-        elsewhere = finished_runs_by_hash(self.client, self.experiment_id) if reuse else {}
-        done, copied, run_ids, waiting = [], [], {}, {}
-        for job in jobs:
-            if job.hash in finished:
-                done.append(job)
-            elif job.hash in elsewhere:
+    def prepare(self, jobs, reuse: bool = True, storage: str | None = None) -> tuple[list, list, JobRuns]:
+        """Plan ``jobs`` from a snapshot of the store and record the plan (``carry_out``): (already finished
+        here, copied from another suite's finished run, the runs to record into). ``storage`` None: no job
+        folder is read, so nothing is planned as an evaluation."""
+        snapshot, _ = read_snapshot(self.client, self.experiment_id, jobs, self.suite.name, storage, reuse)
+        prepared = self.carry_out(plan_jobs(jobs, snapshot, reuse), snapshot)
+        return prepared.done, prepared.copied, prepared.run_ids
+
+    def carry_out(self, decisions: list[Decision], snapshot: StoreSnapshot) -> PreparedSuite:
+        """Record the decisions of ``plan_jobs``. A copy supersedes an unfinished run of its job; an
+        unfinished run of the same config hash from an earlier invocation is reused, so a rerun creates no
+        duplicates; a job without one gets its run when it starts (``JobRuns``); the run of a job that
+        evaluates another job's model says so and holds that model's training history."""
+        unfinished = snapshot.unfinished_here
+        prepared = PreparedSuite()
+        run_ids, waiting = {}, {}
+        for decision in decisions:
+            job = decision.job
+            if isinstance(decision, Skip):
+                prepared.done.append(job)
+            elif isinstance(decision, Copy):
                 if job.hash in unfinished:  # superseded by the copy
                     self.client.set_terminated(unfinished[job.hash], status="KILLED")
-                copy_run(self.client, elsewhere[job.hash], self.experiment_id, self._child_tags(job))
-                copied.append(job)
+                copy_run(self.client, decision.source, self.experiment_id, self._child_tags(job))
+                prepared.copied.append(job)
             elif job.hash in unfinished:
                 run_ids[job.name] = unfinished[job.hash]
-                self.client.set_tag(run_ids[job.name], "mlflow.parentRunId", self.parent_id)
+                self.client.set_tag(run_ids[job.name], names.PARENT_RUN, self.parent_id)
                 self.client.update_run(run_ids[job.name], status="SCHEDULED")
             else:
                 waiting[job.name] = job
-        return done, copied, JobRuns(self, run_ids, waiting)
+        prepared.run_ids = JobRuns(self, run_ids, waiting)
+        for decision in decisions:
+            if isinstance(decision, Evaluate):
+                if decision.model is not None:
+                    prepared.run_ids[decision.job.name] = record_evaluation(
+                        self, decision.job, prepared.run_ids[decision.job.name], decision.model)
+                prepared.evaluations[decision.job.name] = decision
+        return prepared
 
     def _child_tags(self, job) -> dict[str, str]:
-        return {**job_tags(self.suite.name, job, code_version()), "mlflow.parentRunId": self.parent_id}
+        return {**job_tags(self.suite.name, job, code_version()), names.PARENT_RUN: self.parent_id}
 
     def _new_child(self, job, tags: dict[str, str] | None = None) -> str:
         run_id = self.client.create_run(self.experiment_id, run_name=job.name,
@@ -161,12 +156,22 @@ class SuiteTracking:
     def end_interrupted(self) -> None:
         if self._parent_id is None:  # nothing recorded yet
             return
-        children = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self._parent_id}'",
+        children = self.client.search_runs([self.experiment_id], names.tag_equals(names.PARENT_RUN, self._parent_id),
                                            max_results=50000)
         for run in [*children, self.client.get_run(self._parent_id)]:
             if run.info.status in ("RUNNING", "SCHEDULED"):
-                self.client.set_tag(run.info.run_id, "resolab.error", INTERRUPTED)
+                self.client.set_tag(run.info.run_id, names.ERROR, INTERRUPTED)
                 self.client.set_terminated(run.info.run_id, status="KILLED")
+
+
+@dataclass
+class PreparedSuite:
+    """What ``SuiteTracking.carry_out`` recorded: the jobs skipped and copied, the runs of the jobs to run,
+    and the jobs among them that only evaluate (job name -> its ``Evaluate`` decision)."""
+    done: list = field(default_factory=list)
+    copied: list = field(default_factory=list)
+    run_ids: "JobRuns | None" = None
+    evaluations: dict[str, Evaluate] = field(default_factory=dict)
 
 
 class JobRuns(MutableMapping):
@@ -237,10 +242,10 @@ def _process_start(pid: int) -> str:
 
 def driver_gone(tags: dict[str, str], now: float) -> str | None:
     """Why the driver of a RUNNING parent run (its ``tags``) no longer runs, or None while it may."""
-    silent = now - float(tags.get(HEARTBEAT_TAG, 0.0))
+    silent = now - float(tags.get(names.DRIVER_HEARTBEAT, 0.0))
     if silent > DRIVER_GONE_AFTER_S:
         return f"its driver has been silent for {silent / 60:.0f} min"
-    where = tags.get(DRIVER_TAG, "").split()
+    where = tags.get(names.DRIVER, "").split()
     if (len(where) == 4 and where[0] == socket.gethostname() and where[1] == _pid_namespace() and where[3]
             and _process_start(int(where[2])) != where[3]):
         return f"its driver (pid {where[2]} on {where[0]}) is no longer running"
@@ -259,7 +264,7 @@ class MlflowSink(Callback):
 
     def on_step_end(self, iteration, trials, **info):
         if time.monotonic() - self.last_heartbeat >= HEARTBEAT_EVERY_S:
-            self.client.set_tag(self.parent_id, HEARTBEAT_TAG, str(time.time()))
+            self.client.set_tag(self.parent_id, names.DRIVER_HEARTBEAT, str(time.time()))
             self.last_heartbeat = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -271,17 +276,8 @@ class MlflowSink(Callback):
         if result.get("failed"):
             self._fail(name, result["failed"])
         elif result.get("done"):
-            self.busy_seconds += float(result.get("eval_time_s", 0.0))
-            if result.get("matrix") is not None:
-                madds = {int(k): v for k, v in (result.get("madds") or {}).items()}
-                self.client.log_metric(run_id, "num_classes", float(result["num_classes"]))
-                # Visible even when a resumed job had no epochs left to run (killed during its matrix).
-                self.client.log_metric(run_id, "resumed_at_epoch", float(result.get("start_epoch", 0)))
-                gap_cdf = pd.DataFrame(result["gap_cdf"]) if result.get("gap_cdf") else None
-                log_matrix(self.client, run_id, Matrix(pd.DataFrame(result["matrix"])), madds=madds or None,
-                           title=name, predictions=result.get("predictions"), gap_cdf=gap_cdf)
-                self.client.set_terminated(run_id, status="FINISHED")
-                self.finished.add(name)
+            if result.get("result_dir") is not None:  # the job's result folder (orchestrator.engine.results)
+                self.record_result(name, run_id, read_result(Path(result["result_dir"])))
         else:
             step = int(result.get("epoch", 0))
             metrics = [mlflow.entities.Metric(k, float(v), int(time.time() * 1000), step)
@@ -290,13 +286,24 @@ class MlflowSink(Callback):
                 self.client.log_batch(run_id, metrics=metrics)
             self.busy_seconds += float(result.get("epoch_time_s", 0.0)) + float(result.get("val_time_s", 0.0))
 
+    def record_result(self, name: str, run_id: str, outcome: JobOutcome) -> None:
+        """A finished job's result folder into its run: cell metrics, MAdds and the matrix/ artifacts."""
+        self.busy_seconds += outcome.eval_time_s
+        self.client.log_metric(run_id, "num_classes", float(outcome.num_classes))
+        # Visible even when a resumed job had no epochs left to run (killed during its matrix).
+        self.client.log_metric(run_id, "resumed_at_epoch", float(outcome.start_epoch))
+        log_matrix(self.client, run_id, outcome.matrix, madds=outcome.madds or None, title=name,
+                   predictions=outcome.predictions, gap_cdf=outcome.matrix.gap_cdf)
+        self.client.set_terminated(run_id, status="FINISHED")
+        self.finished.add(name)
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self._fail(trial.config["job"], _error_text(trial))
 
     def _fail(self, name: str, reason: str) -> None:
         self.failures[name] = reason
         run_id = self.run_ids[name]
-        self.client.set_tag(run_id, "resolab.error", reason[-4000:])
+        self.client.set_tag(run_id, names.ERROR, reason[-4000:])
         self.client.set_terminated(run_id, status="FAILED")
 
 

@@ -12,10 +12,12 @@ from there even though Tune gives the new invocation fresh trial directories. Re
 invocation (``max_failures``) resume from Ray's own last checkpoint (Ray keeps only that one). The
 stable directory is never cleared: after the job finishes it holds the final checkpoint, from which a
 job that trains the same model and only evaluates it differently is evaluated without training
-(``orchestrator.cluster.evaluate_only``).
+(``orchestrator.cluster.evaluate_only``): its trial runs ``orchestrator.engine.job.evaluate`` on that
+checkpoint instead of the loop.
 
-No MLflow writes happen here: results travel in the reports and the suite driver (a single process)
-records them, so SQLite never sees concurrent writers.
+No MLflow writes happen here: rank 0 writes the job's result files into its stable directory
+(``orchestrator.engine.results``), the last report names that folder, and the suite driver (a single
+process) records it, so SQLite never sees concurrent writers.
 """
 from __future__ import annotations
 
@@ -23,22 +25,19 @@ import os
 from pathlib import Path
 
 
-from analysis.predictions import PREDICTIONS_NAME, write_predictions
 from backbones.complexity import count_madds
 from jobspec import ConfigError, job_from_dict
 from orchestrator.engine import checkpoint as ckpt
 from orchestrator.engine.checkpoint import CheckpointMismatch
 from orchestrator.data.loaders import CorruptImageError, DatasetError
-from orchestrator.engine.job import run_job
+from orchestrator.engine.job import evaluate, run_job
 from orchestrator.engine.loop import Runtime, TrainingDiverged
+from records.layout import job_dir
+from orchestrator.engine.results import write_result
 
 # Fault injection for tests and drills: the named rank exits hard once, at the start of that epoch.
 CRASH_EPOCH_ENV = "RESOLAB_CRASH_AT_EPOCH"
 CRASH_RANK_ENV = "RESOLAB_CRASH_RANK"
-
-
-def job_dir(storage: str, suite: str, job_name: str, job_hash: str) -> Path:
-    return Path(storage) / suite / "jobs" / f"{job_name}-{job_hash}"
 
 
 class _RayRuntime(Runtime):
@@ -123,28 +122,18 @@ class TrainRuntime(_RayRuntime):
 
 
 def _final_report(cfg, result, report, stable_dir: Path) -> None:
-    """The last report carries the matrix and MAdds per test resolution (rank 0 only); the suite
-    driver logs them to MLflow.
+    """The last report: rank 0 writes the matrix, predictions, GAP quantiles and MAdds per test
+    resolution into the job's stable directory and names it; the suite driver logs it to MLflow.
 
-    The per-image predictions (ImageNet: 50k images x ~100 cells, megabytes) do not travel in the
-    report: rank 0 writes them into the job's stable directory and reports the path, and the driver
-    logs that file. That keeps the driver the only MLflow writer (no run ids or store access on
-    workers, no concurrent SQLite writers) and works wherever checkpoints already do: the storage is
-    shared between nodes whenever the cluster has several. The GAP activation quantiles (a few
-    thousand numbers) do travel in it.
-    """
-    matrix = madds = predictions = gap_cdf = None
+    Nothing large travels through Ray (ImageNet's per-image predictions are megabytes), no run ids or
+    store access are needed on workers, and it works wherever checkpoints already do: the storage is
+    shared between nodes whenever the cluster has several. Other ranks report no folder."""
+    folder = None
     if result.matrix is not None:
-        matrix = result.matrix.frame.to_dict(orient="list")
-        net = result.trained.net
-        madds = {str(t): count_madds(net, t) for t in cfg.test_resolutions()}
-        if result.matrix.predictions is not None:
-            predictions = str(write_predictions(result.matrix.predictions, Path(stable_dir) / PREDICTIONS_NAME))
-        if result.matrix.gap_cdf is not None:
-            gap_cdf = result.matrix.gap_cdf.to_dict(orient="list")
-    report({"done": True, "matrix": matrix, "madds": madds, "predictions": predictions, "gap_cdf": gap_cdf,
-            "eval_time_s": result.eval_time_s, "num_classes": result.trained.num_classes,
-            "start_epoch": result.trained.start_epoch})
+        madds = {t: count_madds(result.trained.net, t) for t in cfg.test_resolutions()}
+        folder = str(write_result(stable_dir, result.matrix, madds, result.trained.num_classes,
+                                  result.trained.start_epoch, result.eval_time_s))
+    report({"done": True, "result_dir": folder})
 
 
 # Errors that a retry cannot fix: the job fails at once with its reason instead of being retried.
@@ -169,17 +158,21 @@ def train_worker(config: dict) -> None:
 
 
 def job_trial(trial_config: dict, jobs: dict, storage: str, suite: str, env: dict[str, str]) -> None:
-    """The Tune trainable: trial_config = {"job": name}; ``jobs`` maps name -> {"config", "hash"};
+    """The Tune trainable: trial_config = {"job": name}; ``jobs`` maps name -> {"config", "hash", and for a
+    job that only evaluates, "evaluate": the directory of the final checkpoint it evaluates};
     ``env`` is the driver's ``forwarded_env()`` (trial processes do not inherit the driver's environment)."""
     os.environ.update(env)
     spec = jobs[trial_config["job"]]
     cfg = job_from_dict(spec["config"])
     stable = job_dir(storage, suite, trial_config["job"], spec["hash"])
-    if cfg.resources.workers == 1:
+    device = "cuda" if cfg.resources.gpus_per_worker > 0 else "cpu"
+    if spec.get("evaluate") or cfg.resources.workers == 1:
         import ray.tune
-        runtime = TuneRuntime(stable, device="cuda" if cfg.resources.gpus_per_worker > 0 else "cpu")
         try:
-            result = run_job(cfg, runtime, spec["hash"])
+            if spec.get("evaluate"):  # a final checkpoint of this model: evaluated, nothing trained
+                result = evaluate(Path(spec["evaluate"]), cfg, device=device)
+            else:
+                result = run_job(cfg, TuneRuntime(stable, device=device), spec["hash"])
         except DETERMINISTIC_ERRORS as exc:
             ray.tune.report({"done": True, "failed": f"{type(exc).__name__}: {exc}"})
             return

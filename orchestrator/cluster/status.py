@@ -7,12 +7,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator.engine import checkpoint as ckpt
-from orchestrator.cluster.ray_job import job_dir
-from orchestrator.cluster.evaluate_only import EVALUATED_FROM_TAG, ModelStore
-from records.reuse import REUSED_FROM_TAG
-from orchestrator.cluster.suite import default_storage
-from jobspec import resolve_tracking_uri
-from records.tracking import DRIVER_GONE_AFTER_S, HEARTBEAT_TAG, check_store
+from orchestrator.cluster.evaluate_only import ModelStore
+from records import names
+from records.layout import default_storage, job_dir
+from records.runs import DRIVER_GONE_AFTER_S
+from records.store import check_store, resolve_tracking_uri
 
 # A KILLED run was ended by Ctrl-C (or superseded by a copy or an evaluation, which then wins as FINISHED).
 STATE_OF_RUN = {"FINISHED": "done", "RUNNING": "running", "SCHEDULED": "pending", "FAILED": "failed",
@@ -32,11 +31,11 @@ def job_runs(suite, tracking_uri: str | None = None, now: float | None = None) -
     check_store(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(suite.name)
-    runs = client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'",
+    runs = client.search_runs([experiment.experiment_id], names.JOB_FILTER,
                               max_results=50000) if experiment else []
     newest = {}
     for run in sorted(runs, key=lambda r: (r.info.status == "FINISHED", r.info.start_time or 0)):
-        newest[run.data.tags.get("resolab.config_hash")] = run
+        newest[run.data.tags.get(names.CONFIG_HASH)] = run
     drivers: dict[str, str | None] = {}  # parent run id -> why its driver is gone, or None if alive
     states = {}
     for job in suite.jobs:
@@ -45,19 +44,19 @@ def job_runs(suite, tracking_uri: str | None = None, now: float | None = None) -
             states[job.name] = ("pending", "", "")
             continue
         state = STATE_OF_RUN.get(run.info.status, run.info.status.lower())
-        detail = run.data.tags.get("resolab.error", "")
+        detail = run.data.tags.get(names.ERROR, "")
         if state in ("running", "pending"):
-            parent = run.data.tags.get("mlflow.parentRunId", "")
+            parent = run.data.tags.get(names.PARENT_RUN, "")
             if parent not in drivers:
                 drivers[parent] = driver_gone(client, parent, time.time() if now is None else now)
             if drivers[parent]:
                 state, detail = "interrupted", f"{drivers[parent]}; run the same `resolab run` again to resume"
         elif state == "interrupted":
             detail = detail or "its run was killed; run the same `resolab run` again to resume"
-        elif state == "done" and run.data.tags.get(REUSED_FROM_TAG):
-            detail = f"copied from run {run.data.tags[REUSED_FROM_TAG]}"
-        elif state == "done" and run.data.tags.get(EVALUATED_FROM_TAG):
-            detail = f"evaluated from the model trained by run {run.data.tags[EVALUATED_FROM_TAG]}"
+        elif state == "done" and run.data.tags.get(names.REUSED_FROM):
+            detail = f"copied from run {run.data.tags[names.REUSED_FROM]}"
+        elif state == "done" and run.data.tags.get(names.EVALUATED_FROM):
+            detail = f"evaluated from the model trained by run {run.data.tags[names.EVALUATED_FROM]}"
         states[job.name] = (state, detail, run.info.run_id)
     return states
 
@@ -70,7 +69,7 @@ def driver_gone(client: MlflowClient, parent_id: str, now: float) -> str | None:
         return "its suite run is gone"
     if parent.info.status != "RUNNING":
         return f"its suite run ended {parent.info.status}"
-    silent = now - float(parent.data.tags.get(HEARTBEAT_TAG, 0.0))
+    silent = now - float(parent.data.tags.get(names.DRIVER_HEARTBEAT, 0.0))
     if silent > DRIVER_GONE_AFTER_S:
         return f"its driver has been silent for {silent / 60:.0f} min"
     return None

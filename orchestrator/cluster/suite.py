@@ -2,11 +2,13 @@
 
 Order of work: validate every job (``load_suite``) → check each ImageFolder root once → check the
 tracking store (nothing is recorded before these pass) → end the suite runs of drivers that are gone →
-skip jobs whose config hash already has a FINISHED run, copy those finished in another suite
-(``records.reuse``), evaluate those whose trained model is on disk from a run that only evaluated
-differently (``orchestrator.cluster.evaluate_only``) → start (or join) Ray → one Tune trial per remaining job,
-packed by the resources each job asks for → the driver records every report in MLflow. A job's run is
-made when its trial starts, the suite's parent run when there is something to record.
+plan every job from one snapshot of the store (``orchestrator.cluster.plan``): skip those whose config
+hash already has a FINISHED run, copy those finished in another suite (``records.reuse``), evaluate
+those whose trained model is on disk (``orchestrator.cluster.evaluate_only``), train the rest → record
+the plan → start (or join) Ray → one Tune trial per job to evaluate or train, packed by the resources
+each job asks for → the driver records every job's result folder in MLflow. A job's run is made when
+its trial starts, the suite's parent run when there is something to record. ``resolab evaluate``
+(``evaluate_suite``) is the same minus training.
 """
 from __future__ import annotations
 
@@ -18,9 +20,15 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from jobspec import resolab_home, resolve_tracking_uri, training_hash
-from records.tracking import CHECKPOINT_DIR_TAG, TRAINING_HASH_TAG
+from mlflow.tracking import MlflowClient
+
+from jobspec import training_hash
+from orchestrator.cluster.plan import Train, plan_jobs, read_snapshot
+from records import names
+from records.layout import default_storage, job_dir
+from records.store import check_store, resolve_tracking_uri
 
 # Quiet Ray before it is imported anywhere: no auth-token warning, no duplicated worker prints, no extra
 # Tune loggers or progress bars.
@@ -74,10 +82,6 @@ def estimated_cost(job) -> float:
     return cfg.train.epochs * sum(r * r for r in cfg.data.resolutions)
 
 
-def default_storage() -> str:
-    return str(resolab_home() / "ray")
-
-
 def trial_resources(cfg):
     """A one-worker job is its trial; a multi-worker job's trial only drives a TorchTrainer (which
     reserves its own workers), so it asks for a sliver of CPU ({"CPU": 0} is refused by Tune)."""
@@ -119,30 +123,73 @@ def init_ray(address: str | None) -> None:
 
 def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     from orchestrator.data.loaders import check_suite_data
-    from orchestrator.cluster.evaluate_only import ModelStore, plan_evaluations
-    from orchestrator.cluster.mlflow_sink import SuiteTracking, check_tracking
+    from orchestrator.cluster.mlflow_sink import SuiteTracking
 
     stream = stream or sys.stdout
     # Before the store is touched or Ray starts: a suite that cannot run records nothing.
     check_suite_data(suite.jobs)
     uri = resolve_tracking_uri(options.tracking_uri)
-    check_tracking(uri)
+    check_store(uri)
     storage = options.storage or default_storage()
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
     with tracking.killed_on_interrupt():
-        done, copied, run_ids = tracking.prepare(suite.jobs, reuse=options.reuse)
         # --no-reuse trains everything anew: it neither copies finished runs nor evaluates their models.
-        evaluations = (plan_evaluations(tracking, suite.jobs, run_ids, ModelStore(tracking.client, storage))
-                       if options.reuse and run_ids else {})
+        snapshot, _ = read_snapshot(tracking.client, tracking.experiment_id, suite.jobs, suite.name, storage,
+                                    reuse=options.reuse)
+        prepared = tracking.carry_out(plan_jobs(suite.jobs, snapshot, reuse=options.reuse), snapshot)
+        done, copied, run_ids = prepared.done, prepared.copied, prepared.run_ids
+        from_others = [name for name, e in prepared.evaluations.items() if e.model is not None]
         outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
         for run_id, why in tracking.ended_parents.items():
             print(f"suite run {run_id} ended as KILLED: {why}", file=stream)
         print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied from "
-              f"other suites' finished runs, {len(evaluations)} to evaluate from models trained by other jobs, "
-              f"{len(run_ids) - len(evaluations)} to run; tracking {uri}", file=stream)
-        outcome = run_trials(suite, tracking, run_ids, set(evaluations), storage, options, outcome, stream)
-    outcome.evaluated = [name for name in evaluations if name in outcome.finished]
+              f"other suites' finished runs, {len(from_others)} to evaluate from models trained by other jobs, "
+              f"{len(run_ids) - len(from_others)} to run; tracking {uri}", file=stream)
+        outcome = run_trials(suite, tracking, run_ids, checkpoints_of(prepared.evaluations), storage, options,
+                             outcome, stream)
+    outcome.evaluated = [name for name in from_others if name in outcome.finished]
     return outcome
+
+
+def evaluate_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
+    """``resolab evaluate``: what ``resolab run`` does minus training. Jobs finished here are skipped,
+    those finished in another suite copied, those with a trained model evaluated; the rest are listed
+    in ``outcome.untrained`` and get no MLflow run."""
+    from orchestrator.data.loaders import check_suite_data
+    from orchestrator.cluster.mlflow_sink import SuiteTracking
+
+    stream = stream or sys.stdout
+    check_suite_data(suite.jobs)  # as `resolab run` does: a bad data.root fails here, before anything is recorded
+    uri = resolve_tracking_uri(options.tracking_uri)
+    check_store(uri)
+    storage = options.storage or default_storage()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(suite.name)
+    snapshot, models = read_snapshot(client, experiment.experiment_id if experiment else None, suite.jobs,
+                                     suite.name, storage)
+    decisions = plan_jobs(suite.jobs, snapshot)
+    untrained = {d.job.name: models.why_missing(d.job) for d in decisions if isinstance(d, Train)}
+    usable = [d for d in decisions if not isinstance(d, Train)]
+    if not usable:
+        print(f"suite {suite.name}: none of its {len(suite.jobs)} jobs has a trained model; nothing evaluated",
+              file=stream)
+        return SuiteOutcome(untrained=untrained)
+    tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
+    prepared = tracking.carry_out(usable, snapshot)
+    outcome = SuiteOutcome(skipped=[j.name for j in prepared.done], reused=[j.name for j in prepared.copied],
+                           untrained=untrained)
+    print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(prepared.done)} already finished, {len(prepared.copied)} "
+          f"copied from other suites' finished runs, {len(prepared.run_ids)} to evaluate, {len(untrained)} without a "
+          f"trained model; tracking {uri}", file=stream)
+    outcome = run_trials(suite, tracking, prepared.run_ids, checkpoints_of(prepared.evaluations), storage, options,
+                         outcome, stream)
+    outcome.evaluated = list(outcome.finished)
+    return outcome
+
+
+def checkpoints_of(evaluations: dict) -> dict[str, Path]:
+    """Job name -> the directory of the final checkpoint its evaluation-only trial evaluates."""
+    return {name: Path(decision.checkpoint_dir) for name, decision in evaluations.items()}
 
 
 def evaluation_job(job):
@@ -152,22 +199,23 @@ def evaluation_job(job):
     return dataclasses.replace(job, config=config)
 
 
-def run_trials(suite, tracking, run_ids, evaluate_only: set[str], storage: str,
+def run_trials(suite, tracking, run_ids, evaluate_only: dict[str, Path], storage: str,
                options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
     """One Tune trial per job of ``run_ids`` (``JobRuns``: job name -> MLflow run), recorded by the driver;
-    ``evaluate_only``: jobs whose checkpoint is final, run on one worker and first (minutes each).
+    ``evaluate_only``: job name -> the final checkpoint it only evaluates, run on one worker and first
+    (minutes each).
     Ctrl-C ends this invocation's unfinished runs as KILLED (``resolab evaluate`` comes here too)."""
     with tracking.killed_on_interrupt():
         return _run_trials(suite, tracking, run_ids, evaluate_only, storage, options, outcome, stream)
 
 
-def _run_trials(suite, tracking, run_ids, evaluate_only: set[str], storage: str,
+def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, Path], storage: str,
                 options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
     from ray import tune
 
     from orchestrator.cluster.live import LiveView
     from orchestrator.cluster.mlflow_sink import MlflowSink
-    from orchestrator.cluster.ray_job import forwarded_env, job_dir, job_trial
+    from orchestrator.cluster.ray_job import forwarded_env, job_trial
 
     def cost(job) -> float:
         return 0.0 if job.name in evaluate_only else estimated_cost(job)
@@ -180,14 +228,15 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: set[str], storage: str,
         tracking.finish_suite(failed=False)
         return outcome
     for job in todo:  # what a later evaluation looks for (also on runs begun before these tags existed)
-        path = job_dir(storage, suite.name, job.name, job.hash).resolve()
-        run_ids.set_tags(job.name, {CHECKPOINT_DIR_TAG: str(path), TRAINING_HASH_TAG: training_hash(job.config)})
+        path = Path(evaluate_only.get(job.name) or job_dir(storage, suite.name, job.name, job.hash)).resolve()
+        run_ids.set_tags(job.name, {names.CHECKPOINT_DIR: str(path), names.TRAINING_HASH: training_hash(job.config)})
 
     parent_id = tracking.parent_id  # made now at the latest: the invocation's run covers Ray's start
     started = time.monotonic()
     init_ray(options.address)
     import ray
-    jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash} for j in todo}
+    jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash,
+                     "evaluate": str(evaluate_only[j.name]) if j.name in evaluate_only else None} for j in todo}
     by_name = {j.name: j for j in todo}
     sink = MlflowSink(tracking.client, run_ids, parent_id)
     slots = max_concurrency(todo, ray.cluster_resources())

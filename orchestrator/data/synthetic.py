@@ -76,7 +76,7 @@ def settings(cfg: SyntheticConfig, num_classes: int) -> dict:
 def default_synthetic_root(cfg: SyntheticConfig, num_classes: int = 10) -> Path:
     """<project>/.resolab/data/synthetic-<hash>, or $RESOLAB_HOME/data/synthetic-<hash>."""
     home = os.environ.get("RESOLAB_HOME")
-    base = Path(home) if home else Path(__file__).resolve().parent.parent / ".resolab"
+    base = Path(home) if home else Path(__file__).resolve().parents[2] / ".resolab"  # <project>/orchestrator/data/
     digest = hashlib.sha256(json.dumps(settings(cfg, num_classes), sort_keys=True).encode()).hexdigest()
     return base / "data" / f"synthetic-{digest[:12]}"
 

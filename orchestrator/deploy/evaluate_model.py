@@ -21,10 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from jobspec import ConfigError, JobConfig, flatten, nest, param_value, parse_overrides, resolve_tracking_uri
+from jobspec import ConfigError, JobConfig, flatten, nest, param_value, parse_overrides
 from jobspec.tree import deep_merge
 from orchestrator.deploy.model_file import LoadedModel, ModelFileError, load_model
-from orchestrator.deploy.model_source import MODEL_FILE_TAG
+from records import names
+from records.store import resolve_tracking_uri
 
 IMPORTED_SUITE = "imported"
 
@@ -126,15 +127,15 @@ def evaluate_model(model_path: Path, data_root: str | None, overrides: list[str]
     from backbones.complexity import count_madds
     from orchestrator.engine.job import cpu_threads, evaluate_job
     from orchestrator.engine.loop import LocalRuntime, TrainedJob
-    from orchestrator.cluster.mlflow_sink import artifact_location, check_tracking
-    from records.tracking import store_creation_lock
+    from records.runs import job_run_tags, suite_experiment
+    from records.store import check_store, store_creation_lock
 
     model_path = Path(model_path).resolve()
     loaded = load_model(model_path, expected=TAKES)
     cfg = evaluation_config(loaded.config, data_root, overrides)
     log(f"data: {data_in_words(loaded, cfg, model_path, data_root, overrides)}")
     uri = resolve_tracking_uri(tracking_uri)
-    check_tracking(uri)
+    check_store(uri)
     runtime = LocalRuntime(device=device, log=log)
     net = loaded.net.to(runtime.device)
     modes = loaded.method.eval_modes(cfg.eval.calibrate)
@@ -153,18 +154,12 @@ def evaluate_model(model_path: Path, data_root: str | None, overrides: list[str]
 
     with store_creation_lock(uri):
         client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name(suite)
-        experiment_id = experiment.experiment_id if experiment else \
-            client.create_experiment(suite, artifact_location=artifact_location(uri))
-    digest = file_digest(model_path)
-    tags = {"resolab.kind": "job", "resolab.suite": suite, "resolab.job": model_path.stem,
-            "resolab.group": model_path.stem, "resolab.method": cfg.method.name,
-            "resolab.backbone": cfg.model.backbone, "resolab.config_hash": f"model-{digest}",
-            "resolab.training_hash": f"model-{digest}", "resolab.code_version": "imported",
-            "resolab.train_resolutions": ",".join(str(r) for r in cfg.data.resolutions),
-            "resolab.seed": str(cfg.train.seed), "resolab.tag": cfg.tag, MODEL_FILE_TAG: str(model_path),
-            "mlflow.note.content": (f"Evaluation of the model file {model_path} (source: {loaded.source}); "
-                                    f"nothing trained. Command: {' '.join(shlex.quote(a) for a in sys.argv)}")}
+        experiment_id = suite_experiment(client, suite, uri)
+    identity = f"model-{file_digest(model_path)}"  # config and training hash: see the module docstring
+    tags = {**job_run_tags(suite, model_path.stem, model_path.stem, cfg, identity, identity, "imported"),
+            names.MODEL_FILE: str(model_path),
+            names.DESCRIPTION: (f"Evaluation of the model file {model_path} (source: {loaded.source}); "
+                                f"nothing trained. Command: {' '.join(shlex.quote(a) for a in sys.argv)}")}
     run_id = client.create_run(experiment_id, run_name=model_path.stem, tags=tags).info.run_id
     try:
         log_batched(client, run_id, params=[Param(k, param_value(v)) for k, v in flatten(cfg).items()])

@@ -14,9 +14,6 @@ the largest logit, or the export fails and writes nothing.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,7 +24,8 @@ import torch.nn as nn
 
 from backbones import materialize
 from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from orchestrator.deploy.model_file import LoadedModel, ModelFileError, atomic_write, check_creatable, current_umask
+from orchestrator.deploy.model_file import LoadedModel, ModelFileError, check_creatable, write_out
+from records.files import atomic_write
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4
@@ -182,7 +180,7 @@ def export_route(loaded: LoadedModel, route: RouteChoice, fmt: str, out: Path) -
                               f"{route.describe()} by {error:.2e} (relative; limit {TOLERANCE:g}); nothing written")
         result.update(error=error, how=how)
 
-    atomic_write(out, write)
+    write_out(out, write)
     return Exported(str(out), route.resolution, route.describe(), time.perf_counter() - start,
                     result["error"], result["how"])
 
@@ -195,13 +193,10 @@ def export_all(loaded: LoadedModel, fmt: str, out_dir: Path, bn: str = "nearest"
     from backbones.complexity import count_madds
 
     out_dir = check_out_dir(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    except OSError as exc:
-        raise ExportError(f"--out {out_dir}: cannot create it ({exc.strerror or exc}); choose another --out") from None
-    try:
-        exported, entries = [], []
+    exported = []
+
+    def write(tmp: Path) -> None:
+        entries = []
         name = loaded.source.get("job") or Path(loaded.source.get("file", "model")).stem
         for r in dict.fromkeys(loaded.net.resolutions):
             route = RouteChoice(int(r), bn=bn, eps=eps, row=int(r))
@@ -217,13 +212,11 @@ def export_all(loaded: LoadedModel, fmt: str, out_dir: Path, bn: str = "nearest"
                  "source": loaded.source, "routes": entries,
                  "exports": [asdict(e) for e in exported]}
         (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2))
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    try:
+        atomic_write(out_dir, write, directory=True)
+    except OSError as exc:
+        raise ExportError(f"--out {out_dir}: cannot create it ({exc.strerror or exc}); choose another --out") from None
     return exported, out_dir / INDEX_NAME
 
 

@@ -9,9 +9,9 @@ writes it; ``export``, ``pick`` and ``evaluate-model`` read it, and also read a 
 checkpoint (``<storage>/<suite>/jobs/<job>-<hash>/checkpoint.pt``), which holds the same two fields
 that matter here: ``config`` and ``model``.
 
-Every file this module (and export) writes goes through ``atomic_write``: a temporary file in the
-target's directory, renamed into place only once it is complete, so an error never leaves a
-partial output behind.
+Every file this module (and export) writes goes through ``write_out`` (``records.files.atomic_write``):
+a temporary file in the target's directory, renamed into place only once it is complete, so an error
+never leaves a partial output behind.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import torch
 
 from jobspec import ConfigError, JobConfig
 from methods import Method, build_method
+from records.files import atomic_write
 
 MODEL_FORMAT = "resolab-model/1"
 MODEL_SOURCES = ("a resolab model file (resolab import-reference writes one), a job's checkpoint.pt, or a finished "
@@ -75,30 +76,12 @@ def check_creatable(folder: Path, out: Path) -> None:
     os.unlink(probe)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``; on any error
-    the temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
+def write_out(path: Path, write: Callable[[Path], object]) -> Path:
+    """``records.files.atomic_write`` for a command's --out: a file system error is one line naming it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+        return atomic_write(path, write)
     except OSError as exc:
         raise ModelFileError(f"cannot write {path} ({exc.strerror or exc}); choose another --out") from None
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a written model is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def build_model(config: JobConfig, num_classes: int) -> tuple[Method, torch.nn.Module]:
@@ -109,7 +92,7 @@ def build_model(config: JobConfig, num_classes: int) -> tuple[Method, torch.nn.M
 def save_model_file(path: Path, config: JobConfig, net: torch.nn.Module, num_classes: int, source: dict) -> Path:
     payload = {"format": MODEL_FORMAT, "config": config.to_dict(), "num_classes": int(num_classes),
                "model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "source": dict(source)}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return write_out(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _classes_from_weights(state: dict) -> int:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from orchestrator.engine import checkpoint as ckpt
 from orchestrator.deploy.model_file import LoadedModel, ModelFileError, load_model
+from records import names
 
-MODEL_FILE_TAG = "resolab.model_file"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -40,9 +40,9 @@ def _from_run(run_id: str, tracking_uri: str | None, storage: str | None) -> Sou
     from mlflow.tracking import MlflowClient
 
     from analysis.report import read_matrix
-    from jobspec import resolve_tracking_uri
     from orchestrator.cluster.evaluate_only import checkpoint_dirs
-    from orchestrator.cluster.suite import default_storage
+    from records.layout import default_storage
+    from records.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(uri)
@@ -52,14 +52,14 @@ def _from_run(run_id: str, tracking_uri: str | None, storage: str | None) -> Sou
         raise ModelFileError(f"no MLflow run {run_id} in {uri}; check the id, or pass the --tracking-uri "
                              "the run was recorded in") from None
     tags = run.data.tags
-    if tags.get("resolab.kind") != "job":
+    if tags.get(names.KIND) != names.JOB_RUN:
         raise ModelFileError(f"run {run_id} is not a resolab job run (a suite's parent run?); pass one of its jobs' runs")
     if run.info.status != "FINISHED":
-        raise ModelFileError(f"run {run_id} ({tags.get('resolab.job')}) is {run.info.status}, not FINISHED: its model "
+        raise ModelFileError(f"run {run_id} ({tags.get(names.JOB)}) is {run.info.status}, not FINISHED: its model "
                              "is not final. Finish it with `resolab run`, or pass a finished run")
-    source = {"run_id": run_id, "job": tags.get("resolab.job"), "suite": tags.get("resolab.suite")}
-    if tags.get(MODEL_FILE_TAG):
-        model = load_model(Path(tags[MODEL_FILE_TAG]), source)
+    source = {"run_id": run_id, "job": tags.get(names.JOB), "suite": tags.get(names.SUITE)}
+    if tags.get(names.MODEL_FILE):
+        model = load_model(Path(tags[names.MODEL_FILE]), source)
     else:
         # The run's own checkpoint lookup (tag, else --storage), without listing the whole store.
         dirs = checkpoint_dirs(run, storage or default_storage())

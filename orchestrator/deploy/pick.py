@@ -20,8 +20,8 @@ from typing import Callable
 import torch
 
 from orchestrator.deploy.export import ExportError, RouteChoice, plain_model
+from records.names import ADAPTIVE_ROW
 
-ADAPTIVE_ROW = 0
 # Matrix mode -> how export runs it (bn, eps); fixed/ideal rows also pin the training slot.
 MODE_ROUTES = {"fixed": ("nearest", "proxy"), "ideal": ("nearest", "ideal"), "proxy": ("nearest", "proxy"),
                "nearest": ("nearest", "proxy"), "interp": ("interpolate", "proxy")}

@@ -1,24 +1,25 @@
 """Checkpoints: everything needed to continue a job exactly, written atomically, loaded with weights_only=True.
 
 A checkpoint carries the job's config and its hash; resuming into a job with a different hash (another
-config, another method) is refused instead of silently training an incompatible model. The one
-sanctioned crossing is ``evaluation_copy``: a finished model relabelled for a job that trains the same
-model and only evaluates it differently (``orchestrator.cluster.evaluate_only``).
+config, another method) is refused instead of silently training an incompatible model. A job that
+trains the same model and only evaluates it differently reads another job's final checkpoint without
+resuming it (``orchestrator.engine.job.evaluate``).
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from records.files import atomic_write
+
 CHECKPOINT_FILE = "checkpoint.pt"
-# In an evaluation copy: the directory of the checkpoint whose model it carries.
+# In an evaluation copy (another job's final checkpoint relabelled as this job's, which earlier versions
+# made for an evaluation-only job): the directory of the checkpoint whose model it carries.
 EVALUATED_FROM_KEY = "evaluated_from"
 
 
@@ -49,32 +50,13 @@ def set_rng_state(state: dict) -> None:
 
 def save(directory: Path, payload: dict) -> Path:
     """Write ``directory/checkpoint.pt`` atomically: a crash mid-write leaves the previous file intact."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / CHECKPOINT_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return directory / CHECKPOINT_FILE
+    return atomic_write(Path(directory) / CHECKPOINT_FILE, lambda tmp: torch.save(payload, tmp))
 
 
 def copy(source_dir: Path, directory: Path) -> Path:
     """Copy a written checkpoint file into ``directory`` atomically (bytes only: no re-serialising)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(Path(source_dir) / CHECKPOINT_FILE, tmp)
-        os.replace(tmp, directory / CHECKPOINT_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return directory / CHECKPOINT_FILE
+    return atomic_write(Path(directory) / CHECKPOINT_FILE,
+                        lambda tmp: shutil.copyfile(Path(source_dir) / CHECKPOINT_FILE, tmp))
 
 
 def load(directory: Path, expected_hash: str, expected_method: str) -> dict:
@@ -103,16 +85,3 @@ def final_checkpoint(directory: Path) -> dict | None:
     if epochs is None or int(payload.get("epoch", -1)) != int(epochs) - 1:
         return None
     return {k: payload.get(k) for k in ("epoch", "config", "config_hash", "method", EVALUATED_FROM_KEY)}
-
-
-def evaluation_copy(source_dir: Path, directory: Path, config: dict, config_hash: str) -> Path:
-    """Another job's final checkpoint, relabelled as this job's (``config``, ``config_hash``) so that
-    this job's loop restores it, runs no epoch and only evaluates. The caller has checked that both jobs
-    train the same model. SGD's momentum is dropped (it only matters for further training, and halves
-    the file); model, RNG, scheduler and history are kept."""
-    payload = torch.load(Path(source_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    optimizer = payload["optimizer"]
-    payload["optimizer"] = {"state": {}, "param_groups": optimizer["param_groups"]}
-    payload[EVALUATED_FROM_KEY] = payload.get(EVALUATED_FROM_KEY) or str(Path(source_dir).resolve())
-    payload.update(config=config, config_hash=config_hash)
-    return save(Path(directory), payload)

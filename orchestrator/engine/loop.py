@@ -258,6 +258,22 @@ def compile_backbone(net: nn.Module) -> None:
     net.backbone.compile()
 
 
+def build_net(cfg: JobConfig, method: Method, num_classes: int, device: torch.device) -> nn.Module:
+    """The method's net on ``device`` as the loop trains it (memory format, compiled backbone); an
+    evaluation of a checkpoint builds it the same way, so that it computes the same numbers."""
+    if device.type == "cuda":
+        # Every step runs the same few input shapes (one per training resolution): cuDNN times its
+        # algorithms once per shape and keeps the fastest, as torchvision's reference scripts do by
+        # default. The chosen algorithms may differ between runs, so GPU runs match closely, not bitwise.
+        torch.backends.cudnn.benchmark = True
+    net = method.build(num_classes).to(device)
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        compile_backbone(net)
+    return net
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -308,16 +324,7 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set "
                          f"({len(train_set)} images over {runtime.world_size} workers); lower it")
 
-    if device.type == "cuda":
-        # Every step runs the same few input shapes (one per training resolution): cuDNN times its
-        # algorithms once per shape and keeps the fastest, as torchvision's reference scripts do by
-        # default. The chosen algorithms may differ between runs, so GPU runs match closely, not bitwise.
-        torch.backends.cudnn.benchmark = True
-    net = method.build(num_classes).to(device)
-    if cfg.train.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if cfg.train.compile:
-        compile_backbone(net)
+    net = build_net(cfg, method, num_classes, device)
     optimizer = build_optimizer(cfg, method, net)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)

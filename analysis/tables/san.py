@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from analysis import published
 from analysis.report import FIXED_MODE
-from analysis.runs import backbones, inet_resolutions, test_columns_of, training_resolutions
-from analysis.table_builder import (SAN, SAN_NO_SD, SAN_NO_SD_SHARED_BN, SAN_PRIVATE_CONVS, Context, MatrixRow, Model,
+from analysis.tables.runs import backbones, inet_resolutions, test_columns_of, training_resolutions
+from analysis.tables.builder import (SAN, SAN_NO_SD, SAN_NO_SD_SHARED_BN, SAN_PRIVATE_CONVS, Context, MatrixRow, Model,
                                     finish_table, inet_rows, matrix_panel, model_rows, new_table, san_mlp)
-from analysis.table_model import MISSING, Cell, Panel, Table, format_fixed
+from analysis.tables.model import MISSING, Cell, Panel, Table, format_fixed
 
 
 def san_vs_inets_panels(ctx: Context, backbone: str, san_model: Model = SAN) -> list[Panel]:

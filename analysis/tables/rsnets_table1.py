@@ -13,9 +13,9 @@ import pandas as pd
 
 from analysis.predictions import cell_correct, paired
 from analysis.report import FIXED_MODE
-from analysis.runs import SEED_KEY, backbones, inet_resolutions, inet_row, training_resolutions
-from analysis.table_builder import PARALLEL, RSNET, Context, finish_table, new_table
-from analysis.table_model import MISSING, Cell, Panel, Stat, Table, format_fixed
+from analysis.tables.runs import SEED_KEY, backbones, inet_resolutions, inet_row, training_resolutions
+from analysis.tables.builder import PARALLEL, RSNET, Context, finish_table, new_table
+from analysis.tables.model import MISSING, Cell, Panel, Stat, Table, format_fixed
 
 DIAGONAL = "-"
 WORSE_LEGEND = ("**bold** = larger than under individual training (the base), i.e. more images lost at the row's "

@@ -7,8 +7,8 @@ import pandas as pd
 import yaml
 
 from analysis import plots
-from analysis.runs import resolutions_of
-from analysis.table_model import MISSING, Notes
+from analysis.tables.runs import resolutions_of
+from analysis.tables.model import MISSING, Notes
 from jobspec import DataConfig, JobConfig, MethodConfig, ModelConfig
 
 # orchestrator.data.loaders builds the synthetic dataset with this many classes when data.num_classes is null.

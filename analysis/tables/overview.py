@@ -5,16 +5,16 @@ from __future__ import annotations
 import functools
 
 from analysis import plots, published
-from analysis.model_size import describe_run, madds_text
+from analysis.tables.model_size import describe_run, madds_text
 from analysis.report import FIXED_MODE
-from analysis.rsnets_table3 import full_precision, networks, quantized, quantized_fig1_points
-from analysis.rsnets_tables import table2_panel
-from analysis.runs import (backbones, inet_resolutions, inet_row, resolutions_of, test_columns, training_resolutions,
+from analysis.tables.rsnets_table3 import full_precision, networks, quantized, quantized_fig1_points
+from analysis.tables.rsnets import table2_panel
+from analysis.tables.runs import (backbones, inet_resolutions, inet_row, resolutions_of, test_columns, training_resolutions,
                            value)
-from analysis.san_tables import san_vs_inets_panels
-from analysis.table_builder import (PARALLEL, RSNET, SAN, Context, Points, finish_table, first_run, new_table,
+from analysis.tables.san import san_vs_inets_panels
+from analysis.tables.builder import (PARALLEL, RSNET, SAN, Context, Points, finish_table, first_run, new_table,
                                     resolution_label)
-from analysis.table_model import Cell, Panel, Table
+from analysis.tables.model import Cell, Panel, Table
 
 
 def fig1(runs, commands=(), digits=1) -> Table:

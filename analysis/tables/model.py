@@ -3,7 +3,7 @@ seed statistics the cells print.
 
 A cell over several seeds prints ``mean ± std`` (sample std, ddof=1), a single seed its mean; a cell
 without runs prints ``—`` (never 0), and ``Notes`` puts a ``missing: ... — run: resolab run <suite
-file>`` line under the table. ``analysis.table_render`` writes a ``Table`` as Markdown, LaTeX or CSV.
+file>`` line under the table. ``analysis.tables.render`` writes a ``Table`` as Markdown, LaTeX or CSV.
 """
 from __future__ import annotations
 

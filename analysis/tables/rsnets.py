@@ -8,13 +8,13 @@ import functools
 import pandas as pd
 
 from analysis import plots
-from analysis.model_size import describe_run, madds_text, params_text
+from analysis.tables.model_size import describe_run, madds_text, params_text
 from analysis.report import FIXED_MODE
-from analysis.runs import (backbones, inet_resolutions, inet_row, match, resolution_kind, resolutions_of, test_columns,
+from analysis.tables.runs import (backbones, inet_resolutions, inet_row, match, resolution_kind, resolutions_of, test_columns,
                            test_columns_of, training_resolutions)
-from analysis.table_builder import (PARALLEL, PARALLEL_SHARED_BN, RSNET, SAN, Context, Points, finish_table, first_run,
+from analysis.tables.builder import (PARALLEL, PARALLEL_SHARED_BN, RSNET, SAN, Context, Points, finish_table, first_run,
                                     new_table, resolution_label, rsnet_variant)
-from analysis.table_model import Cell, Panel, Stat, Table, format_signed, missing_cell
+from analysis.tables.model import Cell, Panel, Stat, Table, format_signed, missing_cell
 
 
 def top1_top5_cell(ctx: Context, group, r: int, base: Stat | None, show_gain: bool = True, base_group=None,

@@ -5,7 +5,7 @@ Input: the frame ``mlflow.search_runs`` returns (``run_id``, ``status``, ``start
 rendered by ``jobspec.param_value``; accuracies are the cell metrics that
 ``analysis.report.log_matrix`` writes (``metrics.acc1/train{r}_test{s}`` ...).
 
-- only FINISHED job runs count, and per ``resolab.config_hash`` only the newest;
+- only FINISHED job runs count, and per config hash (tag ``records.names.CONFIG_HASH``) only the newest;
 - runs whose configs differ only in ``train.seed`` and in what the config hash ignores (placement,
   the ``tag`` label, switches the method does not read: ``jobspec.hashed_part``) are seeds of one
   model, and a cell is a ``Stat`` over them;
@@ -19,9 +19,10 @@ from typing import Callable
 import pandas as pd
 
 from analysis.report import FIXED_MODE, metric_name, parse_metric_name
-from analysis.table_model import Stat
+from analysis.tables.model import Stat
 from backbones.catalog import BACKBONES
 from jobspec import JobConfig, flatten, hashed_part, nest, param_value
+from records import names
 
 SEED_KEY = "train.seed"
 DEFAULT_PARAMS = {k: param_value(v) for k, v in flatten(JobConfig()).items()}
@@ -38,12 +39,13 @@ def prepare_runs(raw: pd.DataFrame) -> pd.DataFrame:
     runs = raw.copy()
     if "status" in runs:
         runs = runs[runs["status"] == "FINISHED"]
-    if "tags.resolab.kind" in runs:
-        runs = runs[runs["tags.resolab.kind"] == "job"]
+    kind, config_hash = names.tag_column(names.KIND), names.tag_column(names.CONFIG_HASH)
+    if kind in runs:
+        runs = runs[runs[kind] == names.JOB_RUN]
     runs = runs.sort_values("start_time", ascending=False, kind="stable")
-    if "tags.resolab.config_hash" in runs:
-        hashed = runs["tags.resolab.config_hash"].notna()
-        runs = pd.concat([runs[hashed].drop_duplicates("tags.resolab.config_hash"), runs[~hashed]])
+    if config_hash in runs:
+        hashed = runs[config_hash].notna()
+        runs = pd.concat([runs[hashed].drop_duplicates(config_hash), runs[~hashed]])
         runs = runs.sort_values("start_time", ascending=False, kind="stable")
     for key, default in DEFAULT_PARAMS.items():  # runs logged before a config key existed had its default
         default = BEFORE_THE_KEY_EXISTED.get(key, default)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis import published
-from analysis.model_size import describe_run, madds_text
+from analysis.tables.model_size import describe_run, madds_text
 from analysis.report import FIXED_MODE
-from analysis.runs import backbones, inet_resolutions, inet_row, match, resolutions_of, seed_groups, training_resolutions
-from analysis.table_builder import RSNET, Context, Model, finish_table, first_run, new_table, resolution_label
-from analysis.table_model import MISSING, Cell, Panel, Table, missing_cell
+from analysis.tables.runs import backbones, inet_resolutions, inet_row, match, resolutions_of, seed_groups, training_resolutions
+from analysis.tables.builder import RSNET, Context, Model, finish_table, first_run, new_table, resolution_label
+from analysis.tables.model import MISSING, Cell, Panel, Table, missing_cell
 from backbones.catalog import BACKBONES
 
 FULL_WIDTH = 1.0

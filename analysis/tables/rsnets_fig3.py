@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
-from analysis.runs import backbones, resolutions_of
-from analysis.table_builder import finish_table, new_table
-from analysis.table_model import Cell, Panel, Table, format_fixed
+from analysis.tables.runs import backbones, resolutions_of
+from analysis.tables.builder import finish_table, new_table
+from analysis.tables.model import Cell, Panel, Table, format_fixed
 
 SHOWN_LEVELS = (0.25, 0.5, 0.75, 0.9, 0.99)
 ORDER = {"individual": 0, "parallel": 1, "rsnet": 2, "san": 3}

@@ -16,8 +16,9 @@ from analysis import plots
 from analysis.bootstrap import Bootstrap
 from analysis.predictions import Cell as MatrixCell, PredictionsOf, paired_seeds, seeds_correct
 from analysis.report import FIXED_MODE, proxy_row
-from analysis.runs import inet_row, match, prepare_runs, resolution_kind, seed_groups, value
-from analysis.table_model import MISSING, PROXY_LEGEND, Cell, Notes, Panel, Stat, Table, format_signed
+from analysis.tables.runs import inet_row, match, prepare_runs, resolution_kind, seed_groups, value
+from analysis.tables.model import MISSING, PROXY_LEGEND, Cell, Notes, Panel, Stat, Table, format_signed
+from records import names
 
 NO_PREDICTIONS_NOTE = ("gains without [low, high]: a run of the model or of its I-Net has no per-image predictions "
                        "(matrix/predictions.parquet), or the two were evaluated on different validation images")
@@ -82,7 +83,8 @@ class Context:
         runs = match(self.runs, {"method.name": "individual", "model.backbone": backbone})
         sets = seed_groups(runs, drop=("data.resolutions",))
         if len(sets) > 1:
-            group = sets[0]["tags.resolab.group"].iloc[0] if "tags.resolab.group" in sets[0] else "?"
+            column = names.tag_column(names.GROUP)
+            group = sets[0][column].iloc[0] if column in sets[0] else "?"
             self.notes.add(f"note: {len(sets)} I-Net sets on {backbone}; using the newest (group {group})")
         return sets[0] if sets else None
 
@@ -109,7 +111,8 @@ class Context:
 
 
 def _hash_of(group: pd.DataFrame) -> str:
-    return str(group["tags.resolab.config_hash"].iloc[0]) if "tags.resolab.config_hash" in group else "?"
+    column = names.tag_column(names.CONFIG_HASH)
+    return str(group[column].iloc[0]) if column in group else "?"
 
 
 @dataclass

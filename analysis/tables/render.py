@@ -1,10 +1,12 @@
-"""A ``Table`` as Markdown, LaTeX (booktabs) or long-form CSV."""
+"""A ``Table`` as Markdown, LaTeX (booktabs) or long-form CSV, and as files with its figures."""
 from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
-from analysis.table_model import MISSING, Table
+from analysis import plots
+from analysis.tables.model import MISSING, Table
 
 
 def to_markdown(table: Table) -> str:
@@ -68,7 +70,21 @@ def to_csv(table: Table, header: bool = True) -> str:
 
 
 RENDERERS = {"md": to_markdown, "latex": to_latex, "csv": to_csv}
+EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}  # of a table's file in each format
 
 
 def render(table: Table, fmt: str = "md") -> str:
     return RENDERERS[fmt](table)
+
+
+def write_table_files(table: Table, folder: Path, formats=("md", "latex", "csv")) -> list[Path]:
+    """The table in each format plus its figures as PNG (``<table>_<figure>.png``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = folder / f"{table.name}.{EXTENSIONS[fmt]}"
+        path.write_text(render(table, fmt))
+        written.append(path)
+    for name, make_figure in table.all_figures().items():
+        written.append(plots.save(make_figure(), folder / f"{table.name}_{name}.png"))
+    return written

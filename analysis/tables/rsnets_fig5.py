@@ -10,9 +10,9 @@ import functools
 
 from analysis import plots
 from analysis.report import FIXED_MODE
-from analysis.runs import backbones, inet_row, match, resolution_kind, resolutions_of
-from analysis.table_builder import PARALLEL, Context, Points, finish_table, new_table
-from analysis.table_model import Cell, Panel, Table, format_signed, missing_cell
+from analysis.tables.runs import backbones, inet_row, match, resolution_kind, resolutions_of
+from analysis.tables.builder import PARALLEL, Context, Points, finish_table, new_table
+from analysis.tables.model import Cell, Panel, Table, format_signed, missing_cell
 
 
 def rsnets_fig5(runs, commands=(), digits=1) -> Table:

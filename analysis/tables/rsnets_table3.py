@@ -15,12 +15,12 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis import plots
-from analysis.model_size import describe_run, madds_text
+from analysis.tables.model_size import describe_run, madds_text
 from analysis.report import FIXED_MODE
-from analysis.rsnets_tables import top1_top5_cell
-from analysis.runs import backbones, inet_resolutions, inet_row, match, seed_groups, training_resolutions
-from analysis.table_builder import RSNET, Context, Model, Points, finish_table, first_run, new_table, resolution_label
-from analysis.table_model import MISSING, Cell, Panel, Table
+from analysis.tables.rsnets import top1_top5_cell
+from analysis.tables.runs import backbones, inet_resolutions, inet_row, match, seed_groups, training_resolutions
+from analysis.tables.builder import RSNET, Context, Model, Points, finish_table, first_run, new_table, resolution_label
+from analysis.tables.model import MISSING, Cell, Panel, Table
 from backbones.catalog import FULL_PRECISION
 
 PREACT = "preact_"

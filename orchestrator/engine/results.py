@@ -1,0 +1,76 @@
+"""A finished job's result, as files in the job's folder: what the worker writes and the driver logs.
+
+- ``matrix.parquet``: the accuracy matrix (long form);
+- ``predictions.parquet``: the per-image top-1 of every cell, when evaluated;
+- ``gap_cdf.parquet``: the GAP activation quantiles, with ``eval.gap_cdf``;
+- ``result.json``: MAdds per test resolution, the number of classes, the epoch the invocation began
+  at and the evaluation time; written last, so a folder with it holds a whole result.
+
+The folder is on the storage that already holds the job's checkpoints (shared between nodes whenever
+the cluster has several), so only its path travels in the trial's report: the driver stays the only
+MLflow writer without the matrix and predictions passing through Ray.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.matrix import Matrix
+from analysis.predictions import write_predictions
+from records.files import atomic_write
+from records.names import GAP_CDF_PARQUET, MATRIX_PARQUET, PREDICTIONS_PARQUET
+
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class JobOutcome:
+    """A result folder, read back: everything the driver records for a finished job."""
+    matrix: Matrix  # with gap_cdf when the job computed it; predictions stay on disk
+    predictions: Path | None  # the per-image predictions file, None when the job wrote none
+    madds: dict[int, int]
+    num_classes: int
+    start_epoch: int
+    eval_time_s: float
+
+
+def _parquet(frame: pd.DataFrame, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_result(folder: Path, matrix: Matrix, madds: dict[int, int], num_classes: int, start_epoch: int,
+                 eval_time_s: float) -> Path:
+    """Write the result files into ``folder`` (each atomically, ``result.json`` last); returns ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    optional = {PREDICTIONS_PARQUET: matrix.predictions, GAP_CDF_PARQUET: matrix.gap_cdf}
+    (folder / RESULT_FILE).unlink(missing_ok=True)  # the folder holds no whole result until this one is
+    _parquet(matrix.frame, folder / MATRIX_PARQUET)
+    for name, frame in optional.items():
+        if frame is None:  # a file left by an earlier result of this job is not this result's
+            (folder / name).unlink(missing_ok=True)
+        elif name == PREDICTIONS_PARQUET:
+            write_predictions(frame, folder / name)
+        else:
+            _parquet(frame, folder / name)
+    summary = {"madds": {str(t): m for t, m in madds.items()}, "num_classes": int(num_classes),
+               "start_epoch": int(start_epoch), "eval_time_s": float(eval_time_s),
+               "files": [MATRIX_PARQUET, *(name for name, frame in optional.items() if frame is not None)]}
+    atomic_write(folder / RESULT_FILE, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    return folder
+
+
+def read_result(folder: Path) -> JobOutcome:
+    """The result that ``write_result`` left in ``folder`` (FileNotFoundError: none, or not whole)."""
+    folder = Path(folder)
+    summary = json.loads((folder / RESULT_FILE).read_text())
+    files = set(summary["files"])
+    gap_cdf = pd.read_parquet(folder / GAP_CDF_PARQUET) if GAP_CDF_PARQUET in files else None
+    return JobOutcome(
+        matrix=Matrix(pd.read_parquet(folder / MATRIX_PARQUET), gap_cdf=gap_cdf),
+        predictions=folder / PREDICTIONS_PARQUET if PREDICTIONS_PARQUET in files else None,
+        madds={int(t): m for t, m in summary["madds"].items()}, num_classes=int(summary["num_classes"]),
+        start_epoch=int(summary["start_epoch"]), eval_time_s=float(summary["eval_time_s"]))
