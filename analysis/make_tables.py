@@ -14,6 +14,7 @@ newest parent run (tag resolab.kind = suite), or of a run named ``tables`` creat
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -24,12 +25,17 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from jobspec import PROJECT_ROOT
+from jobspec.console import configure_logging
 from jobspec.one_line_parser import ArgumentParser
 from analysis.tables.registry import TABLES, TableSpec, list_tables
 from records.store import resolve_tracking_uri, store_is_empty
 
 # pandas, MLflow and the table builders (torch, matplotlib) are imported inside the functions that
 # build a table, so that --list and --help answer at once.
+
+# Status lines and one-line errors, on stderr (``jobspec.console``): stdout is the tables'. Named, not
+# __name__, which is "__main__" when this file runs as a script and would fall outside analysis's logger.
+logger = logging.getLogger("analysis.make_tables")
 
 QUICKSTART_COMMAND = "resolab run experiments/quickstart.yaml"
 FORMATS = ("md", "latex", "csv")  # analysis.tables.render.RENDERERS
@@ -86,25 +92,23 @@ def run_command(suite: str) -> str:
     return f"resolab run {suite_file(suite)}"
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
 def _nothing_there(uri: str, client) -> int:
     from analysis.tables.store import suites_with_job_runs  # MLflow, pandas: seconds
 
     other = suites_with_job_runs(client) if client is not None else []
     if other:
-        _say(f"No runs of the known tables' suites in {uri}; suites with job runs: {', '.join(other)}.\n"
+        logger.info(f"No runs of the known tables' suites in {uri}; suites with job runs: {', '.join(other)}.\n"
              f"Render one with: python analysis/make_tables.py quickstart --suite {other[0]}")
     else:
-        _say(f"No resolab job runs in {uri} yet. Fill it with:\n  {QUICKSTART_COMMAND}\n"
+        logger.info(f"No resolab job runs in {uri} yet. Fill it with:\n  {QUICKSTART_COMMAND}\n"
              "then run: python analysis/make_tables.py")
     return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    return run(args)
 
 
 def run(args, prog: str = "make_tables") -> int:
@@ -114,7 +118,8 @@ def run(args, prog: str = "make_tables") -> int:
         return 0
     unknown = [name for name in args.tables if name not in TABLES]
     if unknown:
-        _say(f"{prog}: unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)} (--list says more)")
+        logger.error(f"{prog}: unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)} "
+                     "(--list says more)")
         return 2
     uri = resolve_tracking_uri(args.tracking_uri)
     if store_is_empty(uri):
@@ -124,13 +129,13 @@ def run(args, prog: str = "make_tables") -> int:
     try:
         check_tracking(uri)  # seconds, where MLflow's client retries an unreachable server for minutes
     except TrackingUnavailable as exc:
-        _say(f"{prog}: {exc}")
+        logger.error(f"{prog}: {exc}")
         return 2
     if args.out:
         try:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            _say(f"{prog}: cannot create the --out folder {args.out} ({exc.strerror or exc}); choose another")
+            logger.error(f"{prog}: cannot create the --out folder {args.out} ({exc.strerror or exc}); choose another")
             return 2
     # MLflow and pandas load only once the store is known to answer.
     from mlflow.exceptions import MlflowException
@@ -142,7 +147,7 @@ def run(args, prog: str = "make_tables") -> int:
     try:
         return _make_tables(args, uri, client, SuiteRuns(client, args.filter))
     except MlflowException as exc:  # a bad --filter, an unreachable server: one line, not a traceback
-        _say(f"{prog}: {getattr(exc, 'message', exc)}")
+        logger.error(f"{prog}: {getattr(exc, 'message', exc)}")
         return 2
 
 
@@ -169,8 +174,8 @@ def _make_tables(args, uri: str, client, runs) -> int:
         spec = TABLES[name]
         suites = [s for s in suites_of(spec) if runs.has(s)]
         if not suites:
-            _say(f"{name}: no finished job runs in suite {' / '.join(suites_of(spec))} of {uri} — run: "
-                 + " or ".join(run_command(s) for s in suites_of(spec)))
+            logger.info(f"{name}: no finished job runs in suite {' / '.join(suites_of(spec))} of {uri} — run: "
+                        + " or ".join(run_command(s) for s in suites_of(spec)))
             continue
         table = spec.build(pd.concat([runs(s) for s in suites], ignore_index=True),
                            [run_command(s) for s in suites_of(spec)], **digits, **artifact_options)
@@ -180,7 +185,7 @@ def _make_tables(args, uri: str, client, runs) -> int:
             write_table_files(table, args.out, formats=(args.format,))
         if not args.no_log:
             run_id = log_table(client, suites[0], table)
-            _say(f"{name}: logged under tables/ of run {run_id} (experiment {suites[0]})")
+            logger.info(f"{name}: logged under tables/ of run {run_id} (experiment {suites[0]})")
     return 0 if printed else 1
 
 
@@ -197,7 +202,7 @@ def _emit(table, fmt: str, header: bool) -> None:
     if fmt == "csv":  # keep stdout one valid CSV; the lines under the table go to stderr
         sys.stdout.write(render.to_csv(table, header=header))
         for line in table.notes:
-            _say(f"{table.name}: {line}")
+            logger.info(f"{table.name}: {line}")
         return
     if not header:
         print()
@@ -208,5 +213,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        _say("make_tables: interrupted")
+        logger.warning("make_tables: interrupted")
         sys.exit(130)

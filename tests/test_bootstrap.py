@@ -12,7 +12,7 @@ from analysis.bootstrap import Bootstrap, paired_gain_interval, resampled_gains
 from analysis.tables.overview import quickstart
 from analysis.tables.rsnets import rsnets_table2
 from analysis.tables.builder import NO_PREDICTIONS_NOTE
-from analysis.tables.render import to_markdown
+from tests.table_cells import Cells, table_cells
 from tests.test_rsnets_table1 import RUNS, log_fixture, predictions_of, runs_frame, store  # noqa: F401 (fixture)
 
 
@@ -113,50 +113,54 @@ def test_two_level_resamples_match_a_direct_loop_and_do_not_depend_on_chunks():
 # The gains over I-Nets with --ci (fixture: RIGHT in test_rsnets_table1)
 
 
-def table2(ci=None, without=()):
+def table2(ci=None, without=()) -> Cells:
     loads = {name: predictions_of(name) for name in RUNS if name not in without}
-    return to_markdown(rsnets_table2(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"],
-                                     predictions=loads.get, ci=ci))
+    return Cells.of(rsnets_table2(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"],
+                                  predictions=loads.get, ci=ci))
 
 
 def test_table2_gains_get_paired_intervals():
-    out = table2(Bootstrap())
+    table = table2(Bootstrap())
     # Parallel at 32 is right on image 4 where I-32 is not: gain 100 k / 6 with k ~ Binomial(6, 1/6):
     # P(k = 0) = 0.33 -> low 0; P(k <= 2) = 0.94 < 0.975 < P(k <= 3) = 0.99 -> high 50
-    assert "| 32×32 |" in out and "| 83.3 / 83.3 (+16.7 [+0.0, +50.0]) |" in out
+    assert table["32×32", "Parallel"] == "83.3 / 83.3 (+16.7 [+0.0, +50.0])"
     # I-32 at 24 vs I-24: wrong on image 4 only, the same draws mirrored
-    assert "| 33.3 / 33.3 (-16.7 [-50.0, +0.0]) |" in out
+    assert table["24×24", "I-32"] == "33.3 / 33.3 (-16.7 [-50.0, +0.0])"
     # RS-Net, two seeds (right on all six images / on images 0-4) vs I-32 (one seed, right on 0-3): the
     # seeds are resampled too, each seed's images lined up by index (seed 1 lists them reversed).
     rsnet = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]], dtype=float)
     inet = np.array([[1, 1, 1, 1, 0, 0]], dtype=float)
     low, high = np.percentile(direct_two_level(rsnet, inet, 1000, seed=0), [2.5, 97.5])
-    assert f"(+25.0 [+{low:.1f}, +{high:.1f}])" in out
-    assert Bootstrap().legend() in out and NO_PREDICTIONS_NOTE not in out
+    assert table["32×32", "RS-Net"] == f"91.7 ± 11.8 / 91.7 ± 11.8 (+25.0 [+{low:.1f}, +{high:.1f}])"
+    assert Bootstrap().legend() in table.legend and NO_PREDICTIONS_NOTE not in table.notes
 
 
 def test_without_ci_nothing_changes_and_missing_predictions_are_said():
-    plain = to_markdown(rsnets_table2(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"]))
-    assert table2(ci=None) == plain and "[" not in plain and "| 83.3 / 83.3 (+16.7) |" in plain
-    out = table2(Bootstrap(), without=("parallel",))
-    assert "| 83.3 / 83.3 (+16.7) |" in out and "(-16.7 [-50.0, +0.0])" in out
-    assert NO_PREDICTIONS_NOTE in out
+    plain = Cells.of(rsnets_table2(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"]))
+    assert table2(ci=None) == plain
+    assert not [text for text in plain.texts + plain.legend + plain.notes if "[" in text]
+    assert plain["32×32", "Parallel"] == "83.3 / 83.3 (+16.7)"
+    table = table2(Bootstrap(), without=("parallel",))
+    assert table["32×32", "Parallel"] == "83.3 / 83.3 (+16.7)"
+    assert table["24×24", "I-32"] == "33.3 / 33.3 (-16.7 [-50.0, +0.0])"
+    assert NO_PREDICTIONS_NOTE in table.notes
 
 
 def test_quickstart_gains_get_intervals_too():
     loads = {name: predictions_of(name) for name in RUNS}
-    out = to_markdown(quickstart(runs_frame(), predictions=loads.get, ci=Bootstrap()))
-    assert "(+16.7 [+0.0, +50.0])" in out and Bootstrap().legend() in out
+    table = Cells.of(quickstart(runs_frame(), predictions=loads.get, ci=Bootstrap()))
+    assert table.panel("top-1 gain over I-Nets")["32×32", "Parallel"] == "83.3 (+16.7 [+0.0, +50.0])"
+    assert Bootstrap().legend() in table.legend
 
 
 def test_make_tables_ci_flag(capsys, store, tmp_path):
     log_fixture(MlflowClient(store), "rsnets_table2", tmp_path)
-    assert make_tables.main(["rsnets_table2", "--tracking-uri", store, "--no-log"]) == 0
-    plain = capsys.readouterr().out
-    assert "| 83.3 / 83.3 (+16.7) |" in plain and "[" not in plain
+    plain = table_cells(capsys, store, "rsnets_table2")
+    assert plain["32×32", "Parallel"] == "83.3 / 83.3 (+16.7)" and not [text for text in plain.texts if "[" in text]
+    # Markdown, for the legend under the table: it names the resamples drawn
     assert make_tables.main(["rsnets_table2", "--tracking-uri", store, "--no-log", "--ci", "--ci-resamples", "200"]) == 0
     out = capsys.readouterr().out
-    assert "(+16.7 [" in out and "(200 resamples, seed 0)" in out
+    assert "| 83.3 / 83.3 (+16.7 [" in out and "(200 resamples, seed 0)" in out
 
 
 @pytest.mark.parametrize("bad", ["0", "-5", "ten", "50"])

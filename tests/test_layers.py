@@ -12,6 +12,7 @@ here so that every import stays visible to it.
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import shutil
 import subprocess
@@ -31,7 +32,15 @@ def test_the_project_keeps_its_import_contracts(monkeypatch, capsys):
 
     monkeypatch.setattr(sys, "path", list(sys.path))  # lint_imports puts the working directory first
     monkeypatch.chdir(REPO)
-    code = lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True, no_logo=True)
+    # import-linter configures logging with disable_existing_loggers: put every logger back afterwards,
+    # so that tests running later in this session still see the project's log lines.
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)] + [logging.root]
+    disabled = [logger.disabled for logger in loggers]
+    try:
+        code = lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True, no_logo=True)
+    finally:
+        for logger, was in zip(loggers, disabled):
+            logger.disabled = was
     report = capsys.readouterr().out
     assert code == 0, report
     assert "3 kept, 0 broken" in report, report  # every contract was read and checked

@@ -13,14 +13,13 @@ import pytest
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from analysis import make_tables
 from analysis.matrix import COLUMNS, Matrix
 from records.batch import log_batched
 from analysis.predictions import PREDICTIONS_NAME, predictions_frame, top1_of, write_predictions
 from analysis.report import log_matrix_metrics
 from analysis.tables.rsnets_table1 import WORSE_LEGEND, rsnets_table1
-from analysis.tables.render import to_markdown
 from jobspec import DataConfig, EvalConfig, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten, param_value
+from tests.table_cells import Cells, by_column, table_cells
 
 RES = (32, 24, 16)
 LABELS = [0, 1, 2, 3, 4, 5]
@@ -96,48 +95,55 @@ def store(empty_db, tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-# Hand counts: cell (row x, column c) = |right at c, wrong at x| / 6 images.
-INETS = ["| 32 | - | 16.7 | 16.7 |",  # right at 24 only: image 4; at 16 only: image 5
-         "| 24 | 33.3 | - | 16.7 |",  # right at 32, not 24: 2, 3; right at 16, not 24: 5
-         "| 16 | 50.0 | 33.3 | - |"]  # right at 32, not 16: 1, 2, 3; right at 24, not 16: 1, 4
-PARALLEL = ["| 32 | - | 0.0 | 0.0 |", "| 24 | 16.7 | - | 0.0 |",  # image 3
-            "| 16 | **66.7** | **50.0** | - |"]  # 1, 2, 3, 4 and 1, 2, 4: above the I-Nets' 50.0 and 33.3
+# Hand counts: cell (row x, column c) = |right at c, wrong at x| / 6 images; "-" on the diagonal.
+SHARE_COLUMNS = ["32", "24", "16"]  # columns: right at; rows: wrong at
+
+
+def grid(rows: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    return {label: by_column(SHARE_COLUMNS, *texts) for label, texts in rows.items()}
+
+
+INETS = grid({"32": ["-", "16.7", "16.7"],  # right at 24 only: image 4; at 16 only: image 5
+              "24": ["33.3", "-", "16.7"],  # right at 32, not 24: 2, 3; right at 16, not 24: 5
+              "16": ["50.0", "33.3", "-"]})  # right at 32, not 16: 1, 2, 3; right at 24, not 16: 1, 4
+PARALLEL = grid({"32": ["-", "0.0", "0.0"], "24": ["16.7", "-", "0.0"],  # image 3
+                 "16": ["66.7", "50.0", "-"]})  # 1, 2, 3, 4 and 1, 2, 4 ...
+PARALLEL_WORSE = {("16", "32"), ("16", "24")}  # ... above the I-Nets' 50.0 and 33.3: marked
 # seed 0: (24, 32) image 5, (16, 32) 3, 4, 5, (16, 24) 3, 4; seed 1: (16, 32) 4, (16, 24) 4
-RSNET = ["| 32 | - | 0.0 ± 0.0 | 0.0 ± 0.0 |", "| 24 | 8.3 ± 11.8 | - | 0.0 ± 0.0 |",
-         "| 16 | 33.3 ± 23.6 | 25.0 ± 11.8 | - |"]
+RSNET = grid({"32": ["-", "0.0 ± 0.0", "0.0 ± 0.0"], "24": ["8.3 ± 11.8", "-", "0.0 ± 0.0"],
+              "16": ["33.3 ± 23.6", "25.0 ± 11.8", "-"]})
+PANELS = {"Individual training (base)": INETS, "Parallel training": PARALLEL, "Parallel training + MRED": RSNET}
 
 
-def panel_lines(markdown: str, title: str) -> list[str]:
-    block = markdown.split(f"**resnet_tiny — {title}**")[1].split("\n\n")[1]
-    return [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| wrong")]
+def assert_hand_counts(table: Cells) -> None:
+    for title, expected in PANELS.items():
+        panel = table.panel(f"resnet_tiny — {title}")
+        assert panel.columns == SHARE_COLUMNS, title
+        assert panel.grid == expected, title
+        assert panel.marked == (PARALLEL_WORSE if expected is PARALLEL else set()), title
 
 
 def test_shares_match_a_hand_count():
     loads = {name: predictions_of(name) for name in RUNS}
-    table = rsnets_table1(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"], predictions=loads.get)
-    out = to_markdown(table)
-    assert "| wrong \\ right | 32 | 24 | 16 |" in out
-    assert panel_lines(out, "Individual training (base)") == INETS
-    assert panel_lines(out, "Parallel training") == PARALLEL
-    assert panel_lines(out, "Parallel training + MRED") == RSNET
-    assert WORSE_LEGEND in out and "over up to 2 seeds" in out
-    assert "missing" not in out
+    table = Cells.of(rsnets_table1(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"], predictions=loads.get))
+    assert [panel.corner for panel in table.panels] == ["wrong \\ right"] * 3
+    assert_hand_counts(table)
+    assert table.legend == [WORSE_LEGEND] and "over up to 2 seeds" in table.notes[0]
+    assert table.missing == []
 
 
 def test_runs_without_predictions_leave_their_block_missing():
     loads = {name: predictions_of(name) for name in RUNS if name != "parallel"}
-    out = to_markdown(rsnets_table1(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"], predictions=loads.get))
-    assert panel_lines(out, "Parallel training") == ["| 32 | - | — | — |", "| 24 | — | - | — |", "| 16 | — | — | - |"]
-    assert panel_lines(out, "Individual training (base)") == INETS
-    assert "missing: per-image predictions (matrix/predictions.parquet) of Parallel resnet_tiny" in out
-    out = to_markdown(rsnets_table1(runs_frame(("inet32", "inet24", "inet16", "rsnet_s0", "rsnet_s1")), predictions=loads.get))
-    assert "missing: Parallel resnet_tiny" in out
+    table = Cells.of(rsnets_table1(runs_frame(), ["resolab run experiments/rsnets_table2.yaml"], predictions=loads.get))
+    assert table.panel("resnet_tiny — Parallel training").grid == grid(
+        {"32": ["-", "—", "—"], "24": ["—", "-", "—"], "16": ["—", "—", "-"]})
+    assert table.panel("resnet_tiny — Individual training (base)").grid == INETS
+    assert [line for line in table.missing
+            if line.startswith("missing: per-image predictions (matrix/predictions.parquet) of Parallel resnet_tiny")]
+    table = Cells.of(rsnets_table1(runs_frame(("inet32", "inet24", "inet16", "rsnet_s0", "rsnet_s1")), predictions=loads.get))
+    assert [line for line in table.missing if line.startswith("missing: Parallel resnet_tiny")]
 
 
 def test_make_tables_reads_the_artifacts(capsys, store, tmp_path):
     log_fixture(MlflowClient(store), "rsnets_table2", tmp_path)
-    assert make_tables.main(["rsnets_table1", "--tracking-uri", store, "--no-log"]) == 0
-    out = capsys.readouterr().out
-    assert panel_lines(out, "Individual training (base)") == INETS
-    assert panel_lines(out, "Parallel training") == PARALLEL
-    assert panel_lines(out, "Parallel training + MRED") == RSNET
+    assert_hand_counts(table_cells(capsys, store, "rsnets_table1"))

@@ -14,7 +14,6 @@ import pytest
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from analysis import make_tables
 from analysis.describe import describe
 from analysis.matrix import COLUMNS, Matrix
 from records.batch import log_batched
@@ -23,6 +22,7 @@ from analysis.tables.rsnets_table3 import full_precision, network, quantized, se
 from analysis.tables.store import fetch_runs
 from jobspec import Job, JobConfig, config_hash, flatten, param_value
 from records.runs import job_tags
+from tests.table_cells import by_column, table_cells
 
 S = (224, 192, 160, 128, 96)
 # RS-Nets Table 3, Quantized ResNet18: (top-1, top-5) per resolution.
@@ -75,36 +75,35 @@ def fill(client: MlflowClient) -> None:
     Suite(client, "rsnets_table2").job(config("rsnet", S), matrix({r: (70.0, 89.0) for r in S}), "fp")
 
 
-@pytest.fixture
-def store(empty_db, tmp_path) -> str:
-    path = tmp_path / "mlflow.db"
+@pytest.fixture(scope="module")
+def store(empty_db, tmp_path_factory) -> str:
+    """Filled once for this module; its tests only read it."""
+    path = tmp_path_factory.mktemp("rsnets_table3") / "mlflow.db"
     shutil.copy(empty_db, path)
     fill(MlflowClient(f"sqlite:///{path}"))
     return f"sqlite:///{path}"
-
-
-def run(capsys, *argv) -> str:
-    code = make_tables.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
 
 
 def test_networks_merge_a_backbone_and_its_preact_twin():
     assert network("preact_resnet18") == "resnet18" and network("resnet50") == "resnet50"
 
 
-def test_markdown_is_the_papers_table(capsys, store):
-    out = run(capsys, "rsnets_table3", "--tracking-uri", store, "--no-log")
-    assert ("| Resolution | MAdds | W2/A32 I-Nets (base) | W2/A32 RS-Net | W2/A2 I-Nets (base) | W2/A2 RS-Net |"
-            in out)
-    assert "Quantized resnet_tiny (W2/A32 on resnet_tiny, W2/A2 on preact_resnet_tiny)" in out
+TABLE3_COLUMNS = ["MAdds", "W2/A32 I-Nets (base)", "W2/A32 RS-Net", "W2/A2 I-Nets (base)", "W2/A2 RS-Net"]
+
+
+def test_cells_are_the_papers_table(capsys, store):
+    table = table_cells(capsys, store, "rsnets_table3")
+    panel = table.panel("Quantized resnet_tiny (W2/A32 on resnet_tiny, W2/A2 on preact_resnet_tiny)")
+    assert panel.columns == TABLE3_COLUMNS
     # The paper's rows, gains included (RS-Net top-1 minus the I-Net's at the same resolution).
-    assert "| 68.0 / 88.0 | 68.8 / 88.4 (+0.8) | 64.9 / 86.0 | 65.8 / 86.4 (+0.9) |" in out
-    assert "| 66.4 / 86.9 | 67.6 / 87.8 (+1.2) | 63.1 / 84.7 | 64.8 / 85.8 (+1.7) |" in out
-    assert "| 56.3 / 79.4 | 56.6 / 79.9 (+0.3) | 52.3 / 76.4 | 52.5 / 76.7 (+0.2) |" in out
+    accuracies = {label: {c: text for c, text in panel.row(label).items() if c != "MAdds"}
+                  for label in ("224×224", "192×192", "96×96")}
+    assert accuracies == {
+        "224×224": by_column(TABLE3_COLUMNS[1:], "68.0 / 88.0", "68.8 / 88.4 (+0.8)", "64.9 / 86.0", "65.8 / 86.4 (+0.9)"),
+        "192×192": by_column(TABLE3_COLUMNS[1:], "66.4 / 86.9", "67.6 / 87.8 (+1.2)", "63.1 / 84.7", "64.8 / 85.8 (+1.7)"),
+        "96×96": by_column(TABLE3_COLUMNS[1:], "56.3 / 79.4", "56.6 / 79.9 (+0.3)", "52.3 / 76.4", "52.5 / 76.7 (+0.2)")}
     # Storage: five 2-bit I-Nets need log2(5 * 4) = 4.3 bits per conv weight, one RS-Net 2 (§4.2, footnote 4).
-    assert "| Storage (bits / conv weight) |  | 4.3 | 2.0 | 4.3 | 2.0 |" in out
+    assert panel.row("Storage (bits / conv weight)") == by_column(TABLE3_COLUMNS, "", "4.3", "2.0", "4.3", "2.0")
     sizes = {}
     for bits, backbone in BACKBONE.items():
         for method, resolutions in (("individual", S), ("rsnet", S)):
@@ -112,18 +111,22 @@ def test_markdown_is_the_papers_table(capsys, store):
                                              "act_bits": bits[1]}, "method": {"name": method},
                                    "data": {"resolutions": list(resolutions)}})
             sizes[(bits, method)] = describe(cfg, 1000)["size_MB"]
-    row = " | ".join(f"{sizes[(b, m)]:.1f}" for b in BACKBONE for m in ("individual", "rsnet"))
-    assert f"| Model size (MB) |  | {row} |" in out
-    assert "missing" not in out
+    assert panel.row("Model size (MB)") == by_column(
+        TABLE3_COLUMNS, "", *(f"{sizes[(b, m)]:.1f}" for b in BACKBONE for m in ("individual", "rsnet")))
+    assert table.notes == []
 
 
 def test_fig1_shows_quantized_points_apart_from_the_full_precision_models(capsys, store):
-    out = run(capsys, "fig1", "--tracking-uri", store, "--no-log")
+    table = table_cells(capsys, store, "fig1")
     # The full-precision RS-Net is the RS-Net of the Table 2 panel; its I-Nets are missing, not the 2-bit ones.
-    assert "| 224×224 |" in out and "| — | — | 70.0 | — |" in out
-    assert "missing: I-Nets resnet_tiny" in out
-    assert "| Resolution | MAdds | I-Nets W2/A32 | RS-Net W2/A32 | I-Nets W2/A2 | RS-Net W2/A2 |" in out
-    assert "| 68.0 | 68.8 | 64.9 | 65.8 |" in out
+    full = table.panel("resnet_tiny — top-1 % at the training resolutions")
+    assert full.row("224×224") == by_column(["MAdds", "I-Nets", "Parallel", "RS-Net", "SAN"],
+                                            full["224×224", "MAdds"], "—", "—", "70.0", "—")
+    assert [line for line in table.missing if line.startswith("missing: I-Nets resnet_tiny")]
+    quantized_points = table.panel("quantized")
+    columns = ["MAdds", "I-Nets W2/A32", "RS-Net W2/A32", "I-Nets W2/A2", "RS-Net W2/A2"]
+    assert quantized_points.columns == columns
+    assert quantized_points.row("224×224") == by_column(columns, full["224×224", "MAdds"], "68.0", "68.8", "64.9", "65.8")
 
 
 def test_split_of_runs_by_precision(store):

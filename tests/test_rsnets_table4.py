@@ -28,6 +28,7 @@ from analysis.tables.store import fetch_runs
 from jobspec import DataConfig, EvalConfig, Job, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten, \
     param_value
 from records.runs import job_tags
+from tests.table_cells import Cells, by_column, table_cells
 
 S = (224, 192, 160, 128, 96)
 TESTS = (224, 192, 160, 128, 96)
@@ -92,9 +93,10 @@ def store(empty_db, tmp_path, fill) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture
-def mobilenet_store(empty_db, tmp_path) -> str:
-    return store(empty_db, tmp_path, fill_mobilenet)
+@pytest.fixture(scope="module")
+def mobilenet_store(empty_db, tmp_path_factory) -> str:
+    """Filled once for this module; its tests only read it."""
+    return store(empty_db, tmp_path_factory.mktemp("rsnets_table4"), fill_mobilenet)
 
 
 def table(capsys, uri: str, fmt: str = "md") -> str:
@@ -116,28 +118,34 @@ def test_width_labels_as_the_paper():
     assert [width_label(w) for w in (1.0, 0.8, 0.65, 0.5, 0.35)] == ["1.0×", "0.8×", "0.65×", "0.5×", "0.35×"]
 
 
-def test_markdown_is_the_papers_table(capsys, mobilenet_store):
-    out = table(capsys, mobilenet_store)
-    assert "| Width | MAdds | I-Nets-w | S-MobileNetV2 [31] | US-MobileNetV2 [30] |" in out
-    assert "| Resolution | MAdds | I-Nets-r | RS-Net |" in out
+WIDTH_COLUMNS = ["MAdds", "I-Nets-w", "S-MobileNetV2 [31]", "US-MobileNetV2 [30]"]
+RESOLUTION_COLUMNS = ["MAdds", "I-Nets-r", "RS-Net"]
+
+
+def test_cells_are_the_papers_table(capsys, mobilenet_store):
+    table = table_cells(capsys, mobilenet_store, "rsnets_table4")
+    widths, resolutions = table.panel("left: adjusting the width"), table.panel("right: adjusting the resolution")
+    assert widths.columns == WIDTH_COLUMNS and resolutions.columns == RESOLUTION_COLUMNS
     # Hand computation: I-Nets-r at 224 = seeds 71.6 and 72.6 -> mean 72.1, sample std sqrt(0.5) = 0.7; the
     # 1.0x I-Net is that same row. MAdds: torchvision's MobileNetV2 at 224, 1000 classes = 300.8M.
-    assert "| 1.0× | 301M | 72.1 ± 0.7 | 70.5 | 71.5 |" in out
-    assert "| 0.8× | 222M | 69.8 | — | 70.0 |" in out
-    assert "| 0.65× | 162M | 68.0 | — | 68.3 |" in out
-    assert "| 0.5× | 97.1M | 64.6 | 64.4 | 65.0 |" in out
-    assert "| 0.35× | 59.3M | 60.1 | 59.7 | 62.2 |" in out
-    assert "| Model Size |  | 5× | 1× | 1× |" in out
-    assert "| 224×224 | 301M | 72.1 ± 0.7 | 73.0 |" in out
-    assert "| 192×192 | 221M | 71.0 ± 0.7 | 72.2 |" in out
-    assert "| 160×160 | 154M | 69.5 ± 0.7 | 71.1 |" in out
-    assert "| 128×128 | 99.1M | 66.8 ± 0.7 | 68.8 |" in out
-    assert "| 96×96 | 56.3M | 62.6 ± 0.7 | 63.9 |" in out
-    assert "| Model Size |  | 5× | 1× |" in out
-    assert "missing" not in out
+    assert widths.grid == {label: by_column(WIDTH_COLUMNS, *texts) for label, texts in {
+        "1.0×": ["301M", "72.1 ± 0.7", "70.5", "71.5"],
+        "0.8×": ["222M", "69.8", "—", "70.0"],
+        "0.65×": ["162M", "68.0", "—", "68.3"],
+        "0.5×": ["97.1M", "64.6", "64.4", "65.0"],
+        "0.35×": ["59.3M", "60.1", "59.7", "62.2"],
+        "Model Size": ["", "5×", "1×", "1×"]}.items()}
+    assert resolutions.grid == {label: by_column(RESOLUTION_COLUMNS, *texts) for label, texts in {
+        "224×224": ["301M", "72.1 ± 0.7", "73.0"],
+        "192×192": ["221M", "71.0 ± 0.7", "72.2"],
+        "160×160": ["154M", "69.5 ± 0.7", "71.1"],
+        "128×128": ["99.1M", "66.8 ± 0.7", "68.8"],
+        "96×96": ["56.3M", "62.6 ± 0.7", "63.9"],
+        "Model Size": ["", "5×", "1×"]}.items()}
+    assert table.missing == []
     for row in published.rows("RS-Nets", "Table 4"):
-        assert row.footnote() in out
-    assert "Slimmable Neural Networks (ICLR 2019)" in out
+        assert row.footnote() in table.notes
+    assert [line for line in table.notes if "Slimmable Neural Networks (ICLR 2019)" in line]
 
 
 def test_latex_and_csv(capsys, mobilenet_store):
@@ -160,6 +168,7 @@ def test_builder_renders_every_format_from_the_fixture(mobilenet_store):
     runs = fetch_runs(MlflowClient(mobilenet_store), "rsnets_table4")
     built = rsnets_table4(runs, ["resolab run experiments/rsnets_table4.yaml"], digits=2)
     widths, resolutions = built.panels
+    assert [panel.corner for panel in Cells.of(built).panels] == ["Width", "Resolution"]
     assert [c.text for c in widths.rows[2]] == ["0.65×", "162M", "68.00", "—", "68.3"]
     assert [c.text for c in resolutions.rows[2]] == ["160×160", "154M", "69.50 ± 0.71", "71.10"]  # seeds 69.0, 70.0
     assert "| 0.65× | 162M | 68.00 | — | 68.3 |" in table_render.render(built, "md")
@@ -168,14 +177,17 @@ def test_builder_renders_every_format_from_the_fixture(mobilenet_store):
 
 
 def test_smoke_like_runs_give_the_1x_row_and_name_what_is_missing(capsys, empty_db, tmp_path):
-    out = table(capsys, store(empty_db, tmp_path, fill_tiny))
-    assert "| Width | MAdds | I-Nets-w |\n" in out  # no published columns beside a tiny net
-    assert "0.8×" not in out
+    table = table_cells(capsys, store(empty_db, tmp_path, fill_tiny), "rsnets_table4")
+    widths, resolutions = table.panel("left: adjusting the width"), table.panel("right: adjusting the resolution")
+    assert widths.columns == ["MAdds", "I-Nets-w"]  # no published columns beside a tiny net
+    assert widths.row_labels == ["1.0×", "Model Size"]  # no 0.8× row
     # the I-Net at 32 read twice: 40 + 32/2
-    assert "| 1.0× | " in out and "| 56.0 |\n" in out and "| 32×32 | " in out and "| 56.0 | — |" in out
-    assert "note: resnet_tiny has no width multiplier" in out
-    assert "missing: RS-Net resnet_tiny — run: resolab run experiments/rsnets_table4.yaml" in out
-    assert "| Model Size |  | 1× |" in out and "| Model Size |  | 3× | 1× |" in out
+    assert widths["1.0×", "I-Nets-w"] == "56.0"
+    assert (resolutions["32×32", "I-Nets-r"], resolutions["32×32", "RS-Net"]) == ("56.0", "—")
+    assert [line for line in table.notes if line.startswith("note: resnet_tiny has no width multiplier")]
+    assert table.missing == ["missing: RS-Net resnet_tiny — run: resolab run experiments/rsnets_table4.yaml"]
+    assert widths.row("Model Size") == by_column(["MAdds", "I-Nets-w"], "", "1×")
+    assert resolutions.row("Model Size") == by_column(RESOLUTION_COLUMNS, "", "3×", "1×")
 
 
 def test_empty_store_names_the_suite_to_run(capsys, empty_db, tmp_path):
@@ -187,10 +199,11 @@ def test_empty_store_names_the_suite_to_run(capsys, empty_db, tmp_path):
 def test_fig1_draws_the_published_width_switchable_models_at_their_madds(capsys, mobilenet_store, tmp_path):
     """RS-Nets Fig. 1 puts S-/US-MobileNetV2 (published) beside the RS-Net: a note names their source, and
     the figure is drawn with them."""
-    code = make_tables.main(["fig1", "--suite", "rsnets_table4", "--tracking-uri", mobilenet_store, "--no-log",
-                             "--filter", "params.`model.width_mult` = '1.0'", "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "US-MobileNetV2 [30]: top-1 % as published in" in out and "quoted by RS-Nets Table 4 and Fig. 1" in out
-    assert "| 224×224 | 301M | 72.1 ± 0.7 |" in out  # the full-width model's MAdds (the filter keeps width 1.0)
+    table = table_cells(capsys, mobilenet_store, "fig1", "--suite", "rsnets_table4",
+                        "--filter", "params.`model.width_mult` = '1.0'", "--out", str(tmp_path))
+    assert [line for line in table.notes if line.startswith("US-MobileNetV2 [30]: top-1 % as published in")
+            and "quoted by RS-Nets Table 4 and Fig. 1" in line]
+    # the full-width model's MAdds (the filter keeps width 1.0)
+    points = table.only_panel()
+    assert (points["224×224", "MAdds"], points["224×224", "I-Nets"]) == ("301M", "72.1 ± 0.7")
     assert (tmp_path / "fig1_fig1_mobilenet_v2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from jobspec.one_line_parser import whole_number
 from orchestrator.cli.common import UsageError, check_device
+
+logger = logging.getLogger(__name__)
 
 SOURCE_HELP = ("a model file (resolab import-reference), a job's checkpoint.pt, or the MLflow run id of a "
                "finished job (or of a resolab evaluate-model run)")
@@ -55,8 +58,8 @@ def _import_reference(args) -> int:
     source = {"kind": f"reference-{args.paper}", "checkpoint": str(Path(args.checkpoint).resolve())}
     out = save_model_file(Path(args.out), imported.config, imported.net, imported.num_classes, source)
     for note in imported.notes:
-        print(f"note: {note}")
-    print(f"wrote {out}: {args.paper} {args.backbone} at {' '.join(map(str, args.resolutions))}, "
+        logger.info(f"note: {note}")
+    logger.info(f"wrote {out}: {args.paper} {args.backbone} at {' '.join(map(str, args.resolutions))}, "
           f"{imported.num_classes} classes")
     return 0
 
@@ -77,12 +80,14 @@ def _export(args) -> int:
     if args.all:
         exported, index = export_all(source.model, args.format, Path(args.out), args.bn, args.eps, source.matrix)
         for e in exported:
-            print(f"wrote {e.path} ({e.route}; {e.seconds:.2f} s, max relative error {e.max_rel_error:.1e}, {e.checked_with})")
-        print(f"wrote {index}")
+            logger.info(f"wrote {e.path} ({e.route}; {e.seconds:.2f} s, max relative error {e.max_rel_error:.1e}, "
+                        f"{e.checked_with})")
+        logger.info(f"wrote {index}")
         return 0
     route = RouteChoice(args.resolution, bn=args.bn, eps=args.eps, row=args.row)
     e = export_route(source.model, route, args.format, Path(args.out))
-    print(f"wrote {e.path} ({e.route}; {e.seconds:.2f} s, max relative error {e.max_rel_error:.1e}, {e.checked_with})")
+    logger.info(f"wrote {e.path} ({e.route}; {e.seconds:.2f} s, max relative error {e.max_rel_error:.1e}, "
+                f"{e.checked_with})")
     return 0
 
 
@@ -122,7 +127,7 @@ def _evaluate_model(args) -> int:
     matrix, run_id = evaluate_model(Path(args.model), args.data, args.set, args.tracking_uri,
                                     _check_device(args.device), suite=args.suite)
     print(matrix.to_text())
-    print(f"recorded as MLflow run {run_id} (experiment {args.suite}); pick a resolution with: "
+    logger.info(f"recorded as MLflow run {run_id} (experiment {args.suite}); pick a resolution with: "
           f"resolab pick {run_id} --budget-ms T")
     return 0
 

@@ -6,8 +6,11 @@ or an unreachable server is one line within a second; ``status`` never loads Ray
 from __future__ import annotations
 
 import argparse
+import logging
 
 from orchestrator.cli.common import add_overrides, check_server
+
+logger = logging.getLogger(__name__)
 
 STATUS_STATES = """Where each job of a suite stands, from MLflow and the job checkpoints. Job states:
   done         a FINISHED run of the job's config: trained here, copied from another
@@ -34,27 +37,27 @@ def run_command(args) -> int:
     if args.dry_run:
         print(suite.table())
         if suite.smoke_note:
-            print(suite.smoke_note)
+            logger.info(suite.smoke_note)
         if any(job.config.data.dataset == "imagefolder" for job in suite.jobs):  # else no torch import (5 s)
             from orchestrator.data.loaders import check_suite_data
             for root, classes in check_suite_data(suite.jobs).items():  # a bad data.root: DatasetError, exit 2
-                print(f"data {root}: train/ and val/ hold the same {len(classes)} classes")
+                logger.info(f"data {root}: train/ and val/ hold the same {len(classes)} classes")
         return 0
     if suite.smoke_note:
-        print(suite.smoke_note)
+        logger.info(suite.smoke_note)
     check_server(args.tracking_uri)
     from orchestrator.cluster.suite import RunOptions, run_suite  # Ray, MLflow, torch: seconds
 
     options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                          reuse=not args.no_reuse)
     outcome = run_suite(suite, options)
-    print(f"finished {len(outcome.finished)}, skipped (already finished) {len(outcome.skipped)}, "
+    logger.info(f"finished {len(outcome.finished)}, skipped (already finished) {len(outcome.skipped)}, "
           f"copied from other suites {len(outcome.reused)}, "
           f"failed {len(outcome.failed)}")
     if outcome.overhead_line():
-        print(outcome.overhead_line())
+        logger.info(outcome.overhead_line())
     for name, reason in outcome.failed.items():
-        print(f"  FAILED {name}: {reason}")
+        logger.info(f"  FAILED {name}: {reason}")  # INFO: a line of the summary above, on stdout with it
     return 1 if outcome.failed else 0
 
 
@@ -67,13 +70,13 @@ def evaluate_command(args) -> int:
 
     options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage)
     outcome = evaluate_suite(suite, options)
-    print(f"evaluated {len(outcome.evaluated)}, skipped (already finished) {len(outcome.skipped)}, "
+    logger.info(f"evaluated {len(outcome.evaluated)}, skipped (already finished) {len(outcome.skipped)}, "
           f"copied from other suites {len(outcome.reused)}, failed {len(outcome.failed)}, "
           f"without a trained model {len(outcome.untrained)}")
     for name, reason in outcome.untrained.items():
-        print(f"  NO MODEL {name}: {reason}")
+        logger.info(f"  NO MODEL {name}: {reason}")
     for name, reason in outcome.failed.items():
-        print(f"  FAILED {name}: {reason}")
+        logger.info(f"  FAILED {name}: {reason}")
     if outcome.failed:
         return 1
     return NOTHING_TO_EVALUATE if len(outcome.untrained) == len(suite.jobs) else 0

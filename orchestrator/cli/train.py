@@ -1,9 +1,12 @@
 """``resolab train``: one job of a suite in this process, without Ray or MLflow; results as files in --out."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from orchestrator.cli.common import UsageError, add_overrides, check_device
+
+logger = logging.getLogger(__name__)
 
 
 def pick_job(suite, name: str | None):
@@ -26,7 +29,7 @@ def train_command(args) -> int:
     suite = load_suite(args.config, args.set, smoke=args.smoke)
     job = pick_job(suite, args.job)
     if suite.smoke_note:
-        print(suite.smoke_note)
+        logger.info(suite.smoke_note)
     device = check_device(args.device)
     # torch loads here (seconds), after the config and --device are checked.
     from analysis.predictions import PREDICTIONS_NAME, write_predictions
@@ -39,16 +42,17 @@ def train_command(args) -> int:
     except OSError as exc:
         raise UsageError(f"cannot create the output directory {out} ({exc.strerror or exc}); "
                          "choose another --out") from None
-    print(f"job {job.name} (hash {job.hash}) -> {out}")
+    logger.info(f"job {job.name} (hash {job.hash}) -> {out}")
     result = run_job(job.config, LocalRuntime(out, device=device), job.hash)
     print(result.matrix.to_text())
     result.matrix.frame.to_csv(out / "matrix.csv", index=False)
-    print(f"wrote {out / 'matrix.csv'}")
+    logger.info(f"wrote {out / 'matrix.csv'}")
     if result.matrix.predictions is not None:
-        print(f"wrote {write_predictions(result.matrix.predictions, out / PREDICTIONS_NAME)} (per-image top-1)")
+        written = write_predictions(result.matrix.predictions, out / PREDICTIONS_NAME)
+        logger.info(f"wrote {written} (per-image top-1)")
     if result.matrix.gap_cdf is not None:
         result.matrix.gap_cdf.to_parquet(out / "gap_cdf.parquet", index=False)
-        print(f"wrote {out / 'gap_cdf.parquet'} (GAP activation quantiles)")
+        logger.info(f"wrote {out / 'gap_cdf.parquet'} (GAP activation quantiles)")
     return 0
 
 

@@ -42,6 +42,7 @@ for _key, _value in {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH"
     os.environ.setdefault(_key, _value)
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,10 +123,10 @@ def init_ray(address: str | None) -> None:
 
 
 def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
+    """``stream``: where the live progress line goes (default stdout); the suite's other lines are logged."""
     from orchestrator.data.loaders import check_suite_data
     from orchestrator.cluster.mlflow_sink import SuiteTracking
 
-    stream = stream or sys.stdout
     # Before the store is touched or Ray starts: a suite that cannot run records nothing.
     check_suite_data(suite.jobs)
     uri = resolve_tracking_uri(options.tracking_uri)
@@ -141,10 +142,10 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
         from_others = [name for name, e in prepared.evaluations.items() if e.model is not None]
         outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
         for run_id, why in tracking.ended_parents.items():
-            print(f"suite run {run_id} ended as KILLED: {why}", file=stream)
-        print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied from "
-              f"other suites' finished runs, {len(from_others)} to evaluate from models trained by other jobs, "
-              f"{len(run_ids) - len(from_others)} to run; tracking {uri}", file=stream)
+            logger.info(f"suite run {run_id} ended as KILLED: {why}")
+        logger.info(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied "
+                    f"from other suites' finished runs, {len(from_others)} to evaluate from models trained by other "
+                    f"jobs, {len(run_ids) - len(from_others)} to run; tracking {uri}")
         outcome = run_trials(suite, tracking, run_ids, checkpoints_of(prepared.evaluations), storage, options,
                              outcome, stream)
     outcome.evaluated = [name for name in from_others if name in outcome.finished]
@@ -158,7 +159,6 @@ def evaluate_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     from orchestrator.data.loaders import check_suite_data
     from orchestrator.cluster.mlflow_sink import SuiteTracking
 
-    stream = stream or sys.stdout
     check_suite_data(suite.jobs)  # as `resolab run` does: a bad data.root fails here, before anything is recorded
     uri = resolve_tracking_uri(options.tracking_uri)
     check_store(uri)
@@ -171,16 +171,15 @@ def evaluate_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     untrained = {d.job.name: models.why_missing(d.job) for d in decisions if isinstance(d, Train)}
     usable = [d for d in decisions if not isinstance(d, Train)]
     if not usable:
-        print(f"suite {suite.name}: none of its {len(suite.jobs)} jobs has a trained model; nothing evaluated",
-              file=stream)
+        logger.info(f"suite {suite.name}: none of its {len(suite.jobs)} jobs has a trained model; nothing evaluated")
         return SuiteOutcome(untrained=untrained)
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
     prepared = tracking.carry_out(usable, snapshot)
     outcome = SuiteOutcome(skipped=[j.name for j in prepared.done], reused=[j.name for j in prepared.copied],
                            untrained=untrained)
-    print(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(prepared.done)} already finished, {len(prepared.copied)} "
-          f"copied from other suites' finished runs, {len(prepared.run_ids)} to evaluate, {len(untrained)} without a "
-          f"trained model; tracking {uri}", file=stream)
+    logger.info(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(prepared.done)} already finished, "
+                f"{len(prepared.copied)} copied from other suites' finished runs, {len(prepared.run_ids)} to evaluate, "
+                f"{len(untrained)} without a trained model; tracking {uri}")
     outcome = run_trials(suite, tracking, prepared.run_ids, checkpoints_of(prepared.evaluations), storage, options,
                          outcome, stream)
     outcome.evaluated = list(outcome.finished)

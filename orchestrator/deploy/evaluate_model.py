@@ -16,10 +16,12 @@ and evaluation-only match runs by hash).
 from __future__ import annotations
 
 import hashlib
+import logging
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from jobspec import ConfigError, JobConfig, flatten, nest, param_value, parse_overrides
 from jobspec.tree import deep_merge
@@ -28,6 +30,7 @@ from records import names
 from records.store import resolve_tracking_uri
 
 IMPORTED_SUITE = "imported"
+logger = logging.getLogger(__name__)
 
 
 def file_digest(path: Path) -> str:
@@ -116,8 +119,9 @@ def progress(log, max_batches: int | None = None, interval: float = 10.0):
 
 
 def evaluate_model(model_path: Path, data_root: str | None, overrides: list[str], tracking_uri: str | None,
-                   device: str | None, suite: str = IMPORTED_SUITE, log=print):
-    """Evaluate; record; return (matrix, run id)."""
+                   device: str | None, suite: str = IMPORTED_SUITE, log: Callable[[str], None] | None = None):
+    """Evaluate; record; return (matrix, run id). ``log`` takes the progress lines (default: this module's logger)."""
+    log = log or logger.info
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
