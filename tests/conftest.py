@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
     """Modules on the session's local Ray run last, one after another (see ``ray_head``). Tests marked
     ``gpu`` run only where torch sees a CUDA device; elsewhere they are skipped with the reason. torch is
     imported only when such a test was collected (it costs seconds)."""
-    on_ray = {item.module for item in items if "local_ray" in item.fixturenames}
+    on_ray = {item.module for item in items if {"local_ray", "ray_head"} & set(item.fixturenames)}
     items.sort(key=lambda item: item.module in on_ray)  # stable: the order within each group stays
     gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_tests:

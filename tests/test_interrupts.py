@@ -137,14 +137,16 @@ def job_runs(db: Path) -> dict[str, list]:
 
 
 @pytest.mark.parametrize("whole_group", [False, True], ids=["driver", "terminal"])
-def test_ctrl_c_during_a_suite_is_an_interrupt_not_a_failure(home, tmp_path, capsys, whole_group):
-    """``driver``: SIGINT to `resolab run` alone (kill -INT PID); ``terminal``: to its whole process
-    group, as Ctrl-C in a terminal does (Ray's processes get it too)."""
+def test_ctrl_c_during_a_suite_is_an_interrupt_not_a_failure(home, tmp_path, capsys, ray_head, whole_group):
+    """``driver``: SIGINT to `resolab run` alone (kill -INT PID), a driver on the session's Ray (whose
+    start it saves); ``terminal``: to its whole process group, as Ctrl-C in a terminal does, with the
+    local Ray the command starts, whose processes get it too."""
     suite = tmp_path / "ctrlc.yaml"
     suite.write_text(yaml.safe_dump({"name": "ctrlc", "job": JOB, "grid": {"train.lr": [0.05, 0.02]}}))
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    joins = [] if whole_group else ["--address", ray_head]
     # A background shell makes its children ignore SIGINT; a terminal's foreground command does not.
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "run", str(suite)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "run", str(suite), *joins], cwd=REPO,
                             env={**environment, "RESOLAB_HOME": str(home)}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -152,7 +154,7 @@ def test_ctrl_c_during_a_suite_is_an_interrupt_not_a_failure(home, tmp_path, cap
     deadline = time.monotonic() + 240
     while not any(r.info.status == "RUNNING" for r in job_runs(db).get("job", []) if db.exists()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(1)
+        time.sleep(0.2)
     time.sleep(3)  # the job trains
     if whole_group:
         os.killpg(proc.pid, signal.SIGINT)

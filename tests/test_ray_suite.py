@@ -1,11 +1,11 @@
 """Suites on a real local Ray with a real MLflow store: DDP, concurrency, failures, restarts, clusters."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -55,25 +55,6 @@ def runs_of(tracking_uri: str, suite: str):
     return client, client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'") if experiment else []
 
 
-def test_two_worker_ddp_job_and_a_diverging_one_that_fails_without_retries(local_ray, home, tmp_path):
-    path = write_suite(tmp_path, "ddp", {"resources.workers": 2, "resources.cpus_per_worker": 0.9,
-                                         "train.epochs": 2, "train.divergence_threshold": 50.0,
-                                         "resources.max_failures": 3},
-                       grid={"train.lr": [0.05, 1.0e9]})
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, live_interval=60))
-    assert len(outcome.finished) == 1
-    # Both ranks stop at the same step and report the reason; a retry (the job allows 3) would
-    # instead end in Ray's WorkerGroupError after four attempts.
-    (reason,) = outcome.failed.values()
-    assert reason.startswith("TrainingDiverged: loss diverged at epoch 1 of "), reason
-    client, runs = runs_of(uri, "ddp")
-    (run,) = [r for r in runs if r.info.status == "FINISHED"]
-    history = client.get_metric_history(run.info.run_id, "world_size")
-    assert [m.value for m in history] == [2.0, 2.0]  # both epochs ran as a 2-rank DDP group
-    assert "acc1/train24_test20" in run.data.metrics
-
-
 def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, home, tmp_path):
     # Jobs of a few seconds, long enough for two to be seen running at once whatever the machine's load.
     longer = {"train.divergence_threshold": 50.0, "train.epochs": 12, "train.max_steps_per_epoch": 6}
@@ -98,23 +79,6 @@ def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, 
     client, (copy,) = runs_of(uri, "grid_again")
     source = client.get_run(copy.data.tags["resolab.reused_from"])
     assert source.data.tags["resolab.suite"] == "grid" and copy.data.metrics == source.data.metrics
-
-
-def test_killed_worker_is_retried_from_its_checkpoint(local_ray, home, tmp_path, monkeypatch):
-    path = write_suite(tmp_path, "crash", {"resources.workers": 2, "resources.cpus_per_worker": 0.9,
-                                           "train.epochs": 3, "resources.max_failures": 2})
-    monkeypatch.setenv(CRASH_EPOCH_ENV, "1")  # rank 1 exits hard when epoch 1 is about to start
-    monkeypatch.setenv(CRASH_RANK_ENV, "1")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    suite = load_suite(path)
-    outcome = run_suite(suite, RunOptions(tracking_uri=uri, live_interval=60, storage=str(tmp_path / "ray")))
-    assert outcome.failed == {}
-    job = suite.jobs[0]
-    assert (job_dir(str(tmp_path / "ray"), "crash", job.name, job.hash) / ".crashed-rank1").exists()
-    client, runs = runs_of(uri, "crash")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    starts = [m.value for m in client.get_metric_history(runs[0].info.run_id, "start_epoch")]
-    assert max(starts) >= 1  # the restarted group resumed after epoch 0 instead of starting over
 
 
 def test_unreachable_tracking_server_fails_before_training(home, tmp_path):
@@ -142,8 +106,10 @@ def _job_runs_sqlite(db: Path):
 
 
 @pytest.mark.slow
-def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp_path):
-    """A real `resolab run` in its own process group, SIGKILLed once a job has finished, then run again."""
+def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(local_ray, ray_head, tmp_path, capsys,
+                                                                       monkeypatch):
+    """A real `resolab run` in its own process group, on the session's Ray, SIGKILLed once a job has
+    finished; then the same command again (here, in this process)."""
     path = write_suite(tmp_path, "restart", {"train.epochs": 4, "train.max_steps_per_epoch": 3,
                                              "resources.cpus_per_worker": 1.0},
                        grid={"method.name": ["parallel", "rsnet", "san"]})
@@ -151,7 +117,7 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
     db = tmp_path / "home" / "mlflow.db"
     db.parent.mkdir()
     _job_runs_sqlite(db)  # create the store first, so that polling it never races the driver's creation
-    command = [sys.executable, "-m", "orchestrator.cli.main", "run", str(path)]
+    command = [sys.executable, "-m", "orchestrator.cli.main", "run", str(path), "--address", ray_head]
     proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.monotonic() + 240
@@ -161,12 +127,16 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
             if any(r.info.status == "FINISHED" for r in runs):
                 break
             assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(1)
+            time.sleep(0.2)
         else:
             pytest.fail("no job finished in time")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # Ray ends the dead driver's trials; once their CPUs are free nothing of it writes any more.
+    while local_ray.available_resources().get("CPU", 0) < local_ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, local_ray.available_resources()
+        time.sleep(0.2)
     before = {r.info.run_id: r for r in _job_runs_sqlite(db)}
     finished_before = {rid for rid, r in before.items() if r.info.status == "FINISHED"}
     assert 1 <= len(finished_before) < 3
@@ -183,9 +153,10 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
                                                          + ["interrupted"] * (started - len(finished_before))
                                                          + ["pending"] * (3 - started))
 
-    rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert f"{len(finished_before)} already finished" in rerun.stdout
+    monkeypatch.setenv("RESOLAB_HOME", env["RESOLAB_HOME"])
+    capsys.readouterr()
+    assert cli_main(command[3:]) == 0
+    assert f"{len(finished_before)} already finished" in capsys.readouterr().out
     after = {r.info.run_id: r for r in _job_runs_sqlite(db)}
     assert set(before) <= set(after) and len(after) == 3  # no duplicate runs: unfinished ones were reused
     assert all(r.info.status == "FINISHED" for r in after.values())
@@ -203,36 +174,69 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(home, tmp
             assert resumed_at == 4 or resumed_at in starts, (resumed_at, starts)
 
 
+# Ray's own cluster utilities, in a process of its own (this module's driver is on the session's Ray): a
+# head with 1 CPU, for the trials, and two 1-CPU worker nodes, so that each rank of a 2-worker job (1 CPU
+# each) runs on a node of its own and the jobs run one after another. argv: SUITE TRACKING_URI STORAGE.
+ON_TWO_SIMULATED_NODES = """
+import json, sys, ray
+from ray.cluster_utils import Cluster
+from jobspec import load_suite
+from orchestrator.cluster.suite import RunOptions, run_suite
+path, uri, storage = sys.argv[1:]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+cluster.add_node(num_cpus=1)
+cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+nodes = len([n for n in ray.nodes() if n["Alive"]])
+outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, storage=storage, live_interval=60))
+ray.shutdown()
+cluster.shutdown()
+print("OUTCOME " + json.dumps({"nodes": nodes, "finished": outcome.finished, "failed": outcome.failed}))
+"""
+
+
 @pytest.mark.slow
-def test_two_simulated_nodes_run_one_rank_each(tmp_path):
-    """Ray's own cluster utilities: a head with 1 CPU (for the trial) and two 1-CPU worker nodes."""
-    path = write_suite(tmp_path, "nodes", {"resources.workers": 2, "resources.cpus_per_worker": 1.0})
-    script = textwrap.dedent(f"""
-        import os, ray
-        from ray.cluster_utils import Cluster
-        from mlflow.tracking import MlflowClient
-        from jobspec import load_suite
-        from orchestrator.cluster.suite import RunOptions, run_suite
-        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
-        cluster.add_node(num_cpus=1)
-        cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 3
-        uri = "sqlite:///{tmp_path}/mlflow.db"
-        outcome = run_suite(load_suite("{path}"), RunOptions(tracking_uri=uri, live_interval=60))
-        assert outcome.failed == {{}}, outcome.failed
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name("nodes")
-        runs = client.search_runs([exp.experiment_id], "tags.`resolab.kind` = 'job'")
-        assert [r.info.status for r in runs] == ["FINISHED"]
-        ray.shutdown()
-        cluster.shutdown()
-        print("TWO_NODES_OK")
-    """)
-    env = {**os.environ, "RESOLAB_HOME": str(tmp_path / "home")}
-    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
-                            timeout=400)
-    assert "TWO_NODES_OK" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+def test_ddp_jobs_on_two_nodes_finish_fail_alone_without_retries_or_resume_after_a_killed_rank(tmp_path):
+    """Three 2-worker DDP jobs, one rank on each of two simulated nodes (one cluster start and one Tune run
+    for all three, which pay the same start-up): ``trained`` runs both epochs as a 2-rank group;
+    ``diverging`` fails without a retry though the job allows 3; ``crashed`` loses rank 1 when epoch 1
+    is about to start and is retried from its checkpoint."""
+    path = write_suite(tmp_path, "ddp", {"resources.workers": 2, "resources.cpus_per_worker": 1.0,
+                                         "train.epochs": 2, "train.divergence_threshold": 50.0,
+                                         "resources.max_failures": 3},
+                       cases={"trained": {}, "diverging": {"train.lr": 1.0e9}, "crashed": {"train.seed": 1}})
+    jobs = {job.name.rsplit("-", 1)[1]: job for job in load_suite(path).jobs}
+    storage, uri = tmp_path / "ray", f"sqlite:///{tmp_path}/mlflow.db"
+    folder = {case: job_dir(str(storage), "ddp", job.name, job.hash) for case, job in jobs.items()}
+    # The fault fires once per job, the first time its rank 1 is about to start epoch 1, unless the
+    # job's folder holds the marker it leaves: `trained` has one from the start, `diverging` never
+    # gets past epoch 0.
+    folder["trained"].mkdir(parents=True)
+    (folder["trained"] / ".crashed-rank1").touch()
+    env = {**os.environ, "RESOLAB_HOME": str(tmp_path / "home"), CRASH_EPOCH_ENV: "1", CRASH_RANK_ENV: "1"}
+    result = subprocess.run([sys.executable, "-c", ON_TWO_SIMULATED_NODES, str(path), uri, str(storage)],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("OUTCOME ")]
+    assert lines, result.stdout[-3000:] + result.stderr[-3000:]
+    outcome = json.loads(lines[0].removeprefix("OUTCOME "))
+    assert outcome["nodes"] == 3
+    assert sorted(outcome["finished"]) == sorted([jobs["trained"].name, jobs["crashed"].name])
+    # Both ranks stop at the same step and report the reason; a retry (the job allows 3) would
+    # instead end in Ray's WorkerGroupError after four attempts.
+    assert list(outcome["failed"]) == [jobs["diverging"].name]
+    reason = outcome["failed"][jobs["diverging"].name]
+    assert reason.startswith("TrainingDiverged: loss diverged at epoch 1 of "), reason
+
+    client, runs = runs_of(uri, "ddp")
+    run = {r.data.tags["resolab.job"]: r for r in runs}
+    trained, crashed = run[jobs["trained"].name], run[jobs["crashed"].name]
+    assert trained.info.status == crashed.info.status == "FINISHED"
+    history = client.get_metric_history(trained.info.run_id, "world_size")
+    assert [m.value for m in history] == [2.0, 2.0]  # both epochs ran as a 2-rank DDP group
+    assert "acc1/train24_test20" in trained.data.metrics
+    assert (folder["crashed"] / ".crashed-rank1").exists()  # rank 1 did exit
+    starts = [m.value for m in client.get_metric_history(crashed.info.run_id, "start_epoch")]
+    assert max(starts) >= 1  # the restarted group resumed after epoch 0 instead of starting over
 
 
 @pytest.mark.slow
