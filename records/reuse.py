@@ -28,14 +28,6 @@ def finished_job_runs(client: MlflowClient, exclude_experiment: str | None = Non
                               max_results=50000, order_by=["attributes.end_time DESC"])
 
 
-def finished_runs_by_hash(client: MlflowClient, exclude_experiment: str) -> dict[str, object]:
-    """The newest FINISHED job run of each config hash in every experiment except ``exclude_experiment``."""
-    newest: dict[str, object] = {}
-    for run in finished_job_runs(client, exclude_experiment):
-        newest.setdefault(run.data.tags.get(names.CONFIG_HASH), run)
-    return newest
-
-
 def copy_run(client: MlflowClient, source, experiment_id: str, tags: dict[str, str]) -> str:
     """A FINISHED copy of ``source`` in ``experiment_id``; ``tags`` override the source's resolab.* tags."""
     kept = {k: v for k, v in source.data.tags.items() if k.startswith(names.PREFIX)}
