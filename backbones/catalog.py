@@ -28,7 +28,26 @@ BACKBONES: dict[str, Backbone] = {
     "preact_resnet_tiny": Backbone("backbones.preact:build_preact_resnet_tiny", reads=("width", "act_bits", "act_basis")),
 }
 
-ALWAYS_READ = ("backbone", "small_input", "weight_bits")
+# Any CNN of torchvision or timm by name ("timm:resnet10t", "torchvision:mobilenet_v3_small"): the
+# library builds it and module surgery makes it switchable (backbones/external.py). They read no
+# model setting beyond ALWAYS_READ: the library's own defaults build them.
+EXTERNAL_LIBRARIES = ("torchvision", "timm")
+EXTERNAL = Backbone("backbones.external:build_external")
+
+
+def split_external(name: str) -> tuple[str, str] | None:
+    """("timm", "resnet10t") for "timm:resnet10t"; None for a built-in or malformed name."""
+    library, sep, model = str(name).partition(":")
+    return (library, model) if sep and library in EXTERNAL_LIBRARIES and model else None
+
+
+def backbone_entry(name: str) -> Backbone | None:
+    """The catalog entry of a built-in backbone or of any torchvision:/timm: name; None if neither."""
+    return BACKBONES.get(name) or (EXTERNAL if split_external(name) else None)
+
+
+# model.init (a plain model's state dict, README "Pretrained starts") is read by every backbone.
+ALWAYS_READ = ("backbone", "small_input", "weight_bits", "init")
 
 # Quantization (RS-Nets §4.1/§4.2, LQ-Nets): K bits with a learned basis; 32 = full precision ("W2/A32").
 FULL_PRECISION = 32
@@ -52,7 +71,9 @@ class ModelConfig(BaseModel):
     """The ``model:`` section of a job config."""
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    backbone: Literal[tuple(BACKBONES)] = "resnet_tiny"  # type: ignore[valid-type]
+    # A name of BACKBONES, or torchvision:<name> / timm:<name> (checked by JobConfig.parse, which
+    # suggests close names of that library).
+    backbone: str = "resnet_tiny"
     # 3x3 stride-1 stem and no max-pool, for 16-64 px data; ImageNet stem otherwise.
     small_input: bool = False
     width: int = Field(16, gt=0)  # channels of the first stage; resnet_tiny only
@@ -74,3 +95,8 @@ class ModelConfig(BaseModel):
     # activation levels, as one set of weight levels). Every quantizer follows a BN + ReLU, and private
     # BN already evens out the per-resolution statistics before it.
     act_basis: Literal[ACT_BASIS_CHOICES] = "shared"  # type: ignore[valid-type]
+    # A plain model's state dict file (torch.save of model.state_dict(), torchvision or timm naming, or
+    # .safetensors) to start from: every BN slot starts from the one BN, SAN's base kernels from the
+    # convs with eps-weights at zero, so at step 0 the net is that model at every resolution. Its
+    # sha256, not its path, enters the config hash. The file must be readable where the jobs run.
+    init: str | None = None

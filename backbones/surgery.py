@@ -93,7 +93,9 @@ def _plain_bn(bn: SwitchableBatchNorm2d, route: Route) -> nn.BatchNorm2d:
 
 def _bake(module: nn.Module, route: Route) -> nn.Module:
     if isinstance(module, SwitchableBatchNorm2d):
-        return _plain_bn(module, route)
+        plain = _plain_bn(module, route)
+        # A BN fused with its activation (timm's BatchNormAct2d) is baked back into that layout.
+        return module.wrap_plain(plain) if hasattr(module, "wrap_plain") else plain
     if isinstance(module, MetaConv2d):
         return module.materialize(route.eps)
     if isinstance(module, PrivateConv2d):

@@ -68,6 +68,15 @@ class Method:
     def build(self, num_classes: int) -> MultiResolutionNet:
         raise NotImplementedError
 
+    def build_initialised(self, num_classes: int, error: type[Exception] = ValueError) -> MultiResolutionNet:
+        """``build``, then ``model.init``'s plain weights loaded when it is set (``backbones.init_from``);
+        a file that does not fit is raised as ``error``, one line naming the first key that differs."""
+        net = self.build(num_classes)
+        if self.model.init:
+            from backbones.init_from import init_from_file
+            init_from_file(net, self.model.init, error)
+        return net
+
     def loss(self, net: MultiResolutionNet, logits: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
         raise NotImplementedError
 

@@ -1,9 +1,10 @@
 """``resolab describe``: parameters, MAdds and storage of a method's model, without training it."""
 from __future__ import annotations
 
+import argparse
 import json
 
-from backbones.catalog import BACKBONES, BN_CHOICES
+from backbones.catalog import BACKBONES, BN_CHOICES, split_external
 from jobspec.one_line_parser import whole_number
 from methods.catalog import METHODS
 
@@ -45,9 +46,21 @@ def describe_command(args) -> int:
     return 0
 
 
+def backbone_name(value: str) -> str:
+    """--backbone: a built-in name or torchvision:/timm:<name>; whether the library has that name is
+    checked with the config (close names suggested there)."""
+    if value in BACKBONES or split_external(value):
+        return value
+    choices = ", ".join(f"'{b}'" for b in BACKBONES)
+    raise argparse.ArgumentTypeError(f"invalid choice: '{value}' (choose from {choices}, or torchvision:<name> "
+                                     "or timm:<name>)")
+
+
 def add_subcommand(sub) -> None:
     p = sub.add_parser("describe", help="parameters and MAdds of a method's model (RS-Nets Table 2 style)")
-    p.add_argument("--backbone", required=True, choices=list(BACKBONES), help="network")
+    p.add_argument("--backbone", required=True, metavar="{" + ",".join(BACKBONES) + "}", type=backbone_name,
+                   help="network: a built-in one, or torchvision:<name> / timm:<name> (a BatchNorm CNN of those "
+                        "libraries, e.g. timm:resnet10t, torchvision:mobilenet_v3_small)")
     p.add_argument("--method", default="rsnet", choices=list(METHODS), help="training method (default rsnet)")
     p.add_argument("--resolutions", type=whole_number(1), nargs="+", default=[224, 192, 160, 128, 96],
                    metavar="PX", help="input sizes in pixels (default 224 192 160 128 96)")

@@ -276,7 +276,7 @@ def build_net(cfg: JobConfig, method: Method, num_classes: int, device: torch.de
         # algorithms once per shape and keeps the fastest, as torchvision's reference scripts do by
         # default. The chosen algorithms may differ between runs, so GPU runs match closely, not bitwise.
         torch.backends.cudnn.benchmark = True
-    net = method.build(num_classes).to(device)
+    net = method.build_initialised(num_classes, error=ConfigError).to(device)  # model.init: plain weights
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     if cfg.train.compile:
