@@ -10,6 +10,7 @@ predictions, ``predictions.parquet`` (``analysis.predictions``); with ``eval.gap
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -24,6 +25,9 @@ from records.batch import log_batched
 # FIXED_MODE and parse_metric_name are imported from here by the table builders.
 from records.names import (FIXED_MODE, GAP_CDF_PARQUET, MATRIX_CSV, MATRIX_DIR, MATRIX_PARQUET,  # noqa: F401
                            madds_metric_name, metric_name, parse_metric_name)
+
+# A matrix read back (export, pick, the tables) prints no download progress bar.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def matrix_metrics(matrix: Matrix) -> dict[str, float]:

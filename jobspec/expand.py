@@ -20,7 +20,7 @@ from .errors import ConfigError, show, unknown_key_message
 from .hashing import config_hash
 from .naming import Job, name_jobs
 from .schema import VALID_KEYS, JobConfig
-from .tree import nest, set_dotted
+from .tree import copy_tree, nest, set_dotted
 
 # Overrides that make any job tiny and CPU-sized while keeping its method and ablation switches,
 # so a smoke run goes through the same code path as the real one. data.resolutions is adapted to
@@ -56,7 +56,7 @@ BUILTIN_SMOKE: dict[str, object] = {
 
 def job_from_dict(d: Mapping) -> JobConfig:
     """Nested dict (dotted keys also accepted) -> validated JobConfig; ConfigError names the key."""
-    return _build_job(d).validate()
+    return _build_job(d).check_rules()
 
 
 def _build_job(d: Mapping) -> JobConfig:
@@ -143,6 +143,7 @@ def expand_jobs(job: Mapping, grid: Mapping | None = None, cases: Sequence | Map
         _build_job(job)  # unknown keys and wrong types in the shared part are reported once
     except ConfigError as e:
         raise ConfigError(f"job: {e}") from None
+    job = nest(job)  # every point's tree is then nested already, and parsed as it is
 
     points = [_Point(name, {**values, **dict(zip(grid, combo))})
               for name, values in case_list for combo in itertools.product(*grid.values())]
@@ -193,13 +194,13 @@ def _point_tree(job: Mapping, point: _Point, overrides: Mapping, smoke: bool, sm
     layers = [point.values, overrides]
     if smoke:
         # The smoke resolutions follow the structure of the job as it would run without smoke.
-        real = _build_job(_apply_layers(job, layers))
+        real = JobConfig.parse(_apply_layers(job, layers))
         layers = [point.values, {**_smoke_overrides(real), **smoke_block}, overrides]
     return _apply_layers(job, layers)
 
 
 def _apply_layers(job: Mapping, layers: Sequence[Mapping]) -> dict:
-    tree = copy.deepcopy(dict(job))
+    tree = copy_tree(job)
     for layer in layers:
         for key, value in layer.items():
             set_dotted(tree, key, value)
@@ -224,10 +225,10 @@ def _smoke_resolutions(cfg: JobConfig) -> list[int]:
 
 def _split_inet_set(tree: Mapping) -> list[tuple[JobConfig, list[int] | None]]:
     """One validated config, or one per resolution for an I-Net set (method.name=individual)."""
-    cfg = _build_job(tree)
+    cfg = JobConfig.parse(tree)  # nested by _apply_layers
     resolutions = list(cfg.data.resolutions)
     if cfg.method.name != "individual" or len(resolutions) <= 1:
-        return [(cfg.validate(), None)]
+        return [(cfg.check_rules(), None)]  # just parsed: the rules across fields are what is left
     # Each row alone cannot show that the set is ordered and positive, so check the set as a
     # multi-resolution config would be checked.
     as_set = copy.deepcopy(cfg)

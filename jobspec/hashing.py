@@ -4,19 +4,23 @@ A job that differs only in where it runs, how data is read or its label is the s
 checkpoint, not trained twice, reused across suites). The synthetic dataset's ``data.root`` is
 ignored too, since its content is defined by its own settings; an ImageFolder root names the data
 itself and is hashed. Of the ``method:`` section, only the switches the method declares (in
-``methods.catalog``) count, and of the ``model:`` section only what the backbone reads.
+``methods.catalog``) count, and of the ``model:`` section only what the backbone reads. A
+``model.init`` file enters by its sha256, not its path: moving the file keeps the hash, and new
+weights under the old name make a new job.
 """
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 
-from backbones.catalog import ALWAYS_READ, BACKBONES
+from backbones.catalog import ALWAYS_READ, backbone_entry
 from methods.catalog import METHODS, san_meta_stem
 
-from .tree import flatten, nest, param_value
+from .errors import ConfigError
+from .tree import copy_tree, flatten, nest, param_value
 
 NOT_HASHED = ("resources", "data.loader_workers", "tag")
 # Keys added after jobs were first hashed enter the hash only when set away from the value that gives
@@ -26,7 +30,8 @@ ADDED_LATER = {"eval.gap_cdf": False, "train.schedule": "cosine", "train.milesto
                "model.weight_bits": 32, "model.act_bits": 32, "model.act_basis": "shared",
                "model.zero_init_residual": False, "data.crop_scale": [0.08, 1.0],
                "data.synthetic.ambiguous_fraction": 0.0, "data.synthetic.ambiguous_texture_fraction": 0.0,
-               "data.synthetic.pixel_noise": 0.05, "data.synthetic.stripe_period": [0.9, 1.1]}
+               "data.synthetic.pixel_noise": 0.05, "data.synthetic.stripe_period": [0.9, 1.1],
+               "model.init": None}
 NOT_TRAINING = ("eval",)  # how a trained model is evaluated: not part of what was trained
 
 
@@ -41,7 +46,7 @@ def _parent_of(tree: dict, key: str) -> tuple[dict, str]:
 def hashed_part(tree: Mapping) -> dict:
     """The part of a nested config dict that the hash covers. Leaf values may be of any type (e.g.
     MLflow param strings); only method.name, model.backbone and data.dataset are read."""
-    d = copy.deepcopy(dict(tree))
+    d = copy_tree(tree)
     for key in NOT_HASHED:
         node, leaf = _parent_of(d, key)
         node.pop(leaf, None)
@@ -55,12 +60,35 @@ def hashed_part(tree: Mapping) -> dict:
     entry = METHODS.get(method.get("name"))
     if entry is not None:
         d["method"] = {k: v for k, v in method.items() if k == "name" or k in entry.options.model_fields}
-    backbone = BACKBONES.get(model.get("backbone"))
+    backbone = backbone_entry(model.get("backbone"))
     if backbone is not None:
         d["model"] = {k: v for k, v in model.items() if k in ALWAYS_READ or k in backbone.reads}
+    if d.get("model", {}).get("init") is not None:
+        d["model"]["init"] = init_digest(str(d["model"]["init"]))
     if "method" in d:
         _san_stem(d["method"], model.get("backbone"))
     return d
+
+
+def init_digest(path: str) -> str:
+    """"sha256:<hex>" of a model.init file (read once per file version in a process)."""
+    if path.startswith("sha256:"):
+        return path
+    full = os.path.abspath(os.path.expanduser(path))
+    try:
+        stat = os.stat(full)
+    except OSError:
+        raise ConfigError(f"model.init={path}: no such file; its sha256 is part of the config hash") from None
+    return "sha256:" + _file_sha256(full, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 _BOOLEAN = {True: True, "true": True, False: False, "false": False, None: None, "null": None}

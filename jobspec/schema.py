@@ -10,13 +10,15 @@ span sections.
 """
 from __future__ import annotations
 
+import functools
 import re
 import typing
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from backbones.catalog import BACKBONES, FULL_PRECISION, ModelConfig, act_quant_backbones
+from backbones.catalog import BACKBONES, FULL_PRECISION, ModelConfig, act_quant_backbones, split_external
 from methods.catalog import METHODS
 
 from .errors import ConfigError, message_from, show
@@ -180,6 +182,7 @@ class JobConfig(Section):
     def parse(cls, tree: dict) -> "JobConfig":
         """A nested dict -> JobConfig; a ConfigError names the first bad key, its value and the fix."""
         _refuse_bools_for_numbers(tree, cls, "")
+        _check_backbone_name(tree)
         try:
             return cls.model_validate(tree)
         except ValidationError as e:
@@ -213,6 +216,10 @@ class JobConfig(Section):
     def validate(self) -> "JobConfig":
         """Every field's type, choice and bound again, then the rules across fields; ConfigError names the key."""
         JobConfig.parse(self.to_dict())
+        return self.check_rules()
+
+    def check_rules(self) -> "JobConfig":
+        """The rules across fields alone, for a config fresh from ``parse`` (a 10,000-job suite parses once)."""
         res = self.data.resolutions
         if not res:
             raise ConfigError("data.resolutions is empty: give at least one training resolution, e.g. [64, 48, 32]")
@@ -251,6 +258,7 @@ class JobConfig(Section):
                               "divided after that many epochs, so they would never apply; drop them or scale the "
                               "milestones to the epochs")
         self._check_quantization()
+        self._check_model_sources()
         if self.method.name == "san" and self.method.convs != "meta" and self.method.meta_stem is not None:
             raise ConfigError(f"method.meta_stem={str(self.method.meta_stem).lower()} is read only with method.convs=meta "
                               f"(with {self.method.convs} convs every conv, the stem included, is {self.method.convs}); "
@@ -285,6 +293,36 @@ class JobConfig(Section):
                               "set both to 32 or pick another method.name")
 
 
+    def _check_model_sources(self) -> None:
+        """A torchvision:/timm: model the surgery cannot serve (a norm layer other than BatchNorm, convs
+        of its own that SAN or quantization would replace) and a missing model.init file are refused
+        here, before any job starts."""
+        m = self.model
+        if split_external(m.backbone) is not None:
+            from backbones.external import refusal  # loads torch and the library: only for such a name
+            replaces_convs = self.method.name == "san" or m.weight_bits != FULL_PRECISION
+            if problem := refusal(m.backbone, replaces_convs):
+                raise ConfigError(f"model.backbone={m.backbone}: {problem}")
+        if m.init is not None and not Path(m.init).expanduser().is_file():
+            raise ConfigError(f"model.init={m.init}: no such file; give a plain {m.backbone} model's state dict, "
+                              "saved with torch.save(model.state_dict(), PATH)")
+
+
+def _check_backbone_name(tree) -> None:
+    """model.backbone: a built-in name, or torchvision:<name> / timm:<name> that the library knows (close
+    names of that library suggested otherwise). A value that is no string is left to pydantic."""
+    model = tree.get("model") if isinstance(tree, dict) else None
+    name = model.get("backbone") if isinstance(model, dict) else None
+    if not isinstance(name, str) or name in BACKBONES:
+        return
+    if split_external(name) is None:
+        raise ConfigError(f"model.backbone: expected one of {', '.join(BACKBONES)}, or torchvision:<name> or "
+                          f"timm:<name> (any BatchNorm CNN of those libraries), got {show(name)}")
+    from backbones.external import unknown_name  # loads torch and the library: only for such a name
+    if problem := unknown_name(name):
+        raise ConfigError(f"model.backbone={name}: {problem}")
+
+
 def repeated_resolutions(resolutions) -> str | None:
     """The message for a resolution listed twice, or None. With one crop for all resolutions (data.crop:
     single, and ``resolab describe``) every copy sees the same image: the slots train identically, an
@@ -303,17 +341,30 @@ def _refuse_bools_for_numbers(tree, model: type[BaseModel], prefix: str) -> None
     a Literal of ints even in strict mode, and would be read as 1 bit."""
     if not isinstance(tree, dict):
         return
+    fields = _number_choices(model)
     for key, value in tree.items():
-        field = model.model_fields.get(key) if isinstance(key, str) else None
-        if field is None:
+        rule = fields.get(key) if isinstance(key, str) else None
+        if rule is None:
             continue
+        if not isinstance(rule, tuple):
+            _refuse_bools_for_numbers(value, rule, f"{prefix}{key}.")
+        elif isinstance(value, bool):
+            raise ConfigError(f"{prefix}{key}: expected one of {', '.join(map(str, rule))}, got {show(value)} (bool)")
+
+
+@functools.cache
+def _number_choices(model: type[BaseModel]) -> dict[str, object]:
+    """Field -> its section's model, or the choices of a Literal of ints; once per model, since every job
+    of a suite is parsed (pydantic's ``model_fields`` is slow to read)."""
+    rules: dict[str, object] = {}
+    for key, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            _refuse_bools_for_numbers(value, annotation, f"{prefix}{key}.")
-        elif isinstance(value, bool) and typing.get_origin(annotation) is Literal and all(
+            rules[key] = annotation
+        elif typing.get_origin(annotation) is Literal and all(
                 isinstance(c, int) and not isinstance(c, bool) for c in typing.get_args(annotation)):
-            choices = ", ".join(map(str, typing.get_args(annotation)))
-            raise ConfigError(f"{prefix}{key}: expected one of {choices}, got {show(value)} (bool)")
+            rules[key] = typing.get_args(annotation)
+    return rules
 
 
 def _keys(model: type[BaseModel], prefix: str = ""):

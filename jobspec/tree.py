@@ -45,6 +45,22 @@ def deep_merge(base: Mapping, over: Mapping) -> dict:
     return out
 
 
+def copy_tree(value):
+    """A copy of a nested config (mappings become dicts, lists are copied, other leaves are shared): what
+    deepcopy gives for YAML- or JSON-like trees, several times faster; a 10,000-job suite copies each job's."""
+    kind = type(value)
+    if kind in _LEAVES:  # most of a config; checked first, since isinstance(..., Mapping) is slow
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {k: copy_tree(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_tree(v) for v in value]
+    return value
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def lookup(tree: Mapping, key: str):
     node = tree
     for part in key.split("."):

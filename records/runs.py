@@ -11,7 +11,7 @@ import time
 
 from jobspec import PROJECT_ROOT, training_hash
 from records import names
-from records.store import artifact_location
+from records.store import artifact_location, redacted
 
 # The suite driver stamps its parent run with the time every HEARTBEAT_EVERY_S while it runs; a job
 # whose driver has been silent for DRIVER_GONE_AFTER_S was interrupted (the driver was killed).
@@ -59,6 +59,7 @@ def job_tags(suite_name: str, job, code: str) -> dict[str, str]:
 
 
 def suite_run_tags(suite: str, command: str, driver: str) -> dict[str, str]:
-    """The tags of a ``resolab run`` invocation's parent run; its heartbeat starts now."""
-    return {names.KIND: names.SUITE_RUN, names.SUITE: suite, names.COMMAND: command,
+    """The tags of a ``resolab run`` invocation's parent run (a password in a URI of the command line is
+    recorded as ***); its heartbeat starts now."""
+    return {names.KIND: names.SUITE_RUN, names.SUITE: suite, names.COMMAND: redacted(command),
             names.CODE_VERSION: code_version(), names.DRIVER_HEARTBEAT: str(time.time()), names.DRIVER: driver}

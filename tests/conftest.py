@@ -1,6 +1,7 @@
 """Shared fixtures. Each fixture is small and named for what it gives; add new ones in their own block."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +80,16 @@ def tiny_job(tiny_data_root):
     return make
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (CPU results then do not depend on the machine's core count)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- MLflow stores
 
 
@@ -114,34 +126,46 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> 
     raise TimeoutError(f"mlflow server at {url} not healthy after {timeout:.0f} s")
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
+@contextlib.contextmanager
+def served_mlflow(backend_uri: str, folder: Path):
+    """``mlflow server`` on ``backend_uri`` with proxied artifacts (the default ``--serve-artifacts``) in
+    ``folder/artifacts``: (url, that folder). The server starts helper processes, so it gets its own
+    group, killed by the server's PID."""
     port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    # Artifacts go through the server (proxied mlflow-artifacts:/ URIs, the default --serve-artifacts)
-    # into --artifacts-destination; the server starts helper processes, so it gets its own group.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "served-artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "mlflow-server.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # MLflow's job runner (GenAI jobs, a huey process) serves nothing resolab does: seconds saved
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        url = f"http://127.0.0.1:{port}"
         try:
-            wait_healthy(url, process)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}\n{(tmp_path / 'server.log').read_text()[-3000:]}") from None
-        yield url, tmp_path / "served-artifacts"
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-        log.close()
+            try:
+                wait_healthy(url, process)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(f"{exc}\n{log_path.read_text()[-3000:]}") from None
+            yield url, folder / "artifacts"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on a SQLite file, one for the session (it takes seconds to start; each test
+    records into experiments of its own): (url, where its artifacts land)."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    with served_mlflow(f"sqlite:///{folder / 'server.db'}", folder / "served") as served:
+        yield served
 
 
 # ---------------------------------------------------------------- a local Ray for the Ray suite tests
@@ -166,9 +190,10 @@ def home(tmp_path_factory):
 # The head never records its address in /tmp/ray, where a plain ``ray.init()`` (the ``resolab run``
 # subprocesses of other tests) would find and join it, and its dashboard takes a free port, not Ray's
 # default 8265 that a user's Ray may hold.
+# ``address="local"``: a new head even where a ``ray start`` named its cluster in /tmp/ray.
 RAY_HEAD = """
 import pathlib, sys, ray
-ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=int(sys.argv[1]),
+ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=int(sys.argv[1]),
          log_to_driver=False, logging_level="ERROR")
 pathlib.Path(sys.argv[2] + ".part").write_text(ray.get_runtime_context().gcs_address)
 pathlib.Path(sys.argv[2] + ".part").rename(sys.argv[2])
@@ -181,7 +206,8 @@ def ray_head(tmp_path_factory):
     """The GCS address of the session's local Ray head (2 CPUs)."""
     folder = tmp_path_factory.mktemp("ray_head")
     # Jobs get RESOLAB_HOME from the driver that submits them; this one only catches what would leak.
-    env = {**os.environ, "RESOLAB_HOME": str(folder / "home")}
+    # Auth off, as resolab's drivers set it (orchestrator.cluster.suite), whichever module joins first.
+    env = {**os.environ, "RESOLAB_HOME": str(folder / "home"), "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     address_file = folder / "address"
     process = subprocess.Popen([sys.executable, "-c", RAY_HEAD, str(free_port()), str(address_file)],
@@ -209,3 +235,47 @@ def local_ray(home, ray_head):
     ray.init(address=ray_head, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+# ---------------------------------------------------------------- an S3 API server on 127.0.0.1 (moto)
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's standalone S3 server (the one Ray's own tests use) on a free port: its endpoint URL. Each
+    test makes its own bucket (``s3_bucket``)."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's S3 server did not start (exit status {process.poll()})")
+                time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, request):
+    """A fresh bucket on ``s3_server``, with the endpoint and credentials in this process's environment
+    (as a user sets them); its ``s3://`` URI."""
+    import boto3
+    for key, value in {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(key, value)
+    name = "b-" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40] + f"-{os.getpid()}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -119,7 +119,7 @@ def test_new_test_resolution_is_evaluated_from_the_finished_model_without_traini
     client = MlflowClient(uri)
     (source_job,) = source_suite.jobs
     source = job_run(client, "trained", source_job.name)
-    source_dir = job_dir(storage, "trained", source_job.name, source_job.hash)
+    source_dir = Path(job_dir(storage, "trained", source_job.name, source_job.hash))
     assert ckpt.final_checkpoint(source_dir) is not None  # kept after the job finished
     # Ray's own copies: only the latest per trial, not one per epoch.
     assert len(list(Path(storage).glob("trained-*/*/checkpoint_*"))) == 1
@@ -170,7 +170,7 @@ def test_new_test_resolution_is_evaluated_from_the_finished_model_without_traini
 
     # Nothing relabelled: the job's folder holds its result files and no checkpoint; its run names the
     # source's checkpoint directory, where its model is.
-    own = job_dir(storage, "reevaluated", job.name, job.hash)
+    own = Path(job_dir(storage, "reevaluated", job.name, job.hash))
     assert not (own / ckpt.CHECKPOINT_FILE).exists() and (own / "result.json").is_file()
     assert tags[CHECKPOINT_DIR_TAG] == str(source_dir.resolve())
 
@@ -234,7 +234,7 @@ def test_a_part_trained_run_is_superseded_by_the_evaluation_of_a_finished_model(
     client.set_terminated(source_id, status="FINISHED")
     net = build_method(source_job.config.method, source_job.config.model, [24, 16]).build(10)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    ckpt.save(job_dir(storage, "source", source_job.name, source_job.hash), {
+    ckpt.save(Path(job_dir(storage, "source", source_job.name, source_job.hash)), {
         "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": {}, "epoch": EPOCHS - 1,
         "rng": ckpt.rng_state(), "config": source_job.config.to_dict(), "config_hash": source_job.hash,
         "method": "rsnet", "history": []})
@@ -247,9 +247,9 @@ def test_a_part_trained_run_is_superseded_by_the_evaluation_of_a_finished_model(
     client.log_metric(part_trained, "loss/total", 9.0, step=0)
 
     snapshot, _ = read_snapshot(client, tracking.experiment_id, suite.jobs, "target", storage)
-    source_dir = job_dir(storage, "source", source_job.name, source_job.hash)
+    source_dir = Path(job_dir(storage, "source", source_job.name, source_job.hash))
     (decision,) = plan_jobs(suite.jobs, snapshot)
-    assert isinstance(decision, Evaluate) and decision.checkpoint_dir == source_dir
+    assert isinstance(decision, Evaluate) and decision.checkpoint_dir == str(source_dir)
     prepared = tracking.carry_out([decision], snapshot)
     run_ids = prepared.run_ids
     assert list(prepared.evaluations) == [job.name] and run_ids[job.name] != part_trained
@@ -260,4 +260,4 @@ def test_a_part_trained_run_is_superseded_by_the_evaluation_of_a_finished_model(
         [2.0 - e / 10 for e in range(EPOCHS)]
     assert "acc1/train24_test24" not in run.data.metrics
     # Nothing copied or relabelled: the job's own directory holds no checkpoint.
-    assert not (job_dir(storage, "target", job.name, job.hash) / ckpt.CHECKPOINT_FILE).exists()
+    assert not (Path(job_dir(storage, "target", job.name, job.hash)) / ckpt.CHECKPOINT_FILE).exists()

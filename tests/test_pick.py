@@ -82,7 +82,7 @@ def store(tmp_path, empty_db, tiny_job):
     job_dir = tmp_path / "jobs" / "tiny"
     ckpt.save(job_dir, {"model": net.state_dict(), "epoch": cfg.train.epochs - 1, "config": cfg.to_dict(),
                         "config_hash": "abc", "method": "rsnet"})
-    experiment = client.create_experiment("s")
+    experiment = client.create_experiment("s", artifact_location=(tmp_path / "artifacts").as_uri())
     tags = {"resolab.kind": "job", "resolab.job": "tiny", "resolab.suite": "s", CHECKPOINT_DIR_TAG: str(job_dir)}
     finished = client.create_run(experiment, tags=tags).info.run_id
     log_matrix(client, finished, matrix())

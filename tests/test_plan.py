@@ -2,7 +2,6 @@
 store (no MLflow, no Ray, no disk)."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 from jobspec import training_hash
@@ -21,7 +20,7 @@ def test_each_job_gets_the_decision_its_snapshot_calls_for(tiny_job):
         job(tiny_job, "own", **{"train.lr": 0.02}), job(tiny_job, "other-model", **{"train.lr": 0.03}),
         job(tiny_job, "old-copy", **{"train.lr": 0.04}), job(tiny_job, "new", **{"train.lr": 0.05}))
     source = SimpleNamespace(info=SimpleNamespace(run_id="r-source"))
-    model = TrainedModel(run=SimpleNamespace(info=SimpleNamespace(run_id="r-trainer")), checkpoint_dir=Path("/m"))
+    model = TrainedModel(run=SimpleNamespace(info=SimpleNamespace(run_id="r-trainer")), checkpoint_dir="/m")
     snapshot = StoreSnapshot(
         finished_here={done.hash}, finished_elsewhere={elsewhere.hash: source},
         models={training_hash(other_model.config): model, training_hash(own.config): model},
@@ -31,21 +30,21 @@ def test_each_job_gets_the_decision_its_snapshot_calls_for(tiny_job):
 
     assert plan_jobs(jobs, snapshot) == [
         Skip(done), Copy(elsewhere, source),
-        Evaluate(own, Path("/own")),  # its own final checkpoint wins over another job's model
-        Evaluate(other_model, Path("/m"), model),
-        Evaluate(old_copy, Path("/old-copy")),  # an evaluation copy of an earlier version, its source gone
+        Evaluate(own, "/own"),  # its own final checkpoint wins over another job's model
+        Evaluate(other_model, "/m", model),
+        Evaluate(old_copy, "/old-copy"),  # an evaluation copy of an earlier version, its source gone
         Train(new)]
 
     # --no-reuse: nothing copied, no other job's model evaluated; what is done here or its own stays so.
     assert plan_jobs(jobs, snapshot, reuse=False) == [
-        Skip(done), Train(elsewhere), Evaluate(own, Path("/own")), Train(other_model),
-        Evaluate(old_copy, Path("/old-copy")), Train(new)]
+        Skip(done), Train(elsewhere), Evaluate(own, "/own"), Train(other_model),
+        Evaluate(old_copy, "/old-copy"), Train(new)]
 
 
 def test_an_evaluation_copy_of_an_earlier_version_gives_way_to_its_source(tiny_job):
     copied = job(tiny_job, "copied")
-    model = TrainedModel(run=SimpleNamespace(info=SimpleNamespace(run_id="r")), checkpoint_dir=Path("/m"))
+    model = TrainedModel(run=SimpleNamespace(info=SimpleNamespace(run_id="r")), checkpoint_dir="/m")
     snapshot = StoreSnapshot(models={training_hash(copied.config): model},
                              own_checkpoints={copied.name: {"directory": "/c", EVALUATED_FROM_KEY: "/m"}})
-    assert plan_jobs([copied], snapshot) == [Evaluate(copied, Path("/m"), model)]
+    assert plan_jobs([copied], snapshot) == [Evaluate(copied, "/m", model)]
     assert plan_jobs([copied], StoreSnapshot()) == [Train(copied)]

@@ -20,6 +20,7 @@ from analysis.predictions import (IMAGE, LABEL, PREDICTIONS_NAME, cell_correct, 
                                   mean_correct, paired, parse_column, predictions_frame, top1_of, write_predictions)
 from analysis.report import log_matrix, read_predictions
 from methods import build_method
+from records import storage as files
 from tests.test_switchable import randomize_net
 
 TESTS = [40, 32, 28, 16]
@@ -141,7 +142,11 @@ def test_a_file_written_elsewhere_is_logged_and_a_missing_one_skipped(tmp_path, 
 # ---------------------------------------------------------------- worker -> driver, and resolab train
 
 
-def test_worker_writes_predictions_beside_its_checkpoints_and_the_driver_logs_them(tiny_job, tmp_path, client_and_run):
+@pytest.mark.parametrize("storage", ["folder", "s3"])
+def test_worker_writes_predictions_beside_its_checkpoints_and_the_driver_logs_them(tiny_job, tmp_path, client_and_run,
+                                                                                  storage, request):
+    """On a folder the worker writes its result in place; on an object store it writes a local copy,
+    uploads it beside the checkpoints and the driver reads it back from there."""
     from orchestrator.engine.job import JobResult
     from orchestrator.engine.loop import TrainedJob
     from orchestrator.cluster.mlflow_sink import MlflowSink
@@ -152,10 +157,13 @@ def test_worker_writes_predictions_beside_its_checkpoints_and_the_driver_logs_th
     method = build_method(cfg.method, cfg.model, cfg.data.resolutions)
     result = JobResult(TrainedJob(method.build(num_classes=10), method, 10), matrix)
     reports = []
-    _final_report(cfg, result, reports.append, tmp_path / "jobs" / "san-abc")
+    root = str(tmp_path) if storage == "folder" else request.getfixturevalue("s3_bucket")
+    folder = files.join(root, "jobs", "san-abc")
+    _final_report(cfg, result, reports.append, folder, tmp_path / "scratch")
     (report,) = reports
-    assert report == {"done": True, "result_dir": str(tmp_path / "jobs" / "san-abc")}  # only the folder travels
-    pd.testing.assert_frame_equal(load_predictions(tmp_path / "jobs" / "san-abc" / PREDICTIONS_NAME), matrix.predictions)
+    assert report == {"done": True, "result_dir": folder}  # only the folder travels
+    with files.local_folder(folder, [PREDICTIONS_NAME]) as local:
+        pd.testing.assert_frame_equal(load_predictions(local / PREDICTIONS_NAME), matrix.predictions)
 
     client, run_id = client_and_run
     sink = MlflowSink(client, {"san": run_id}, parent_id=run_id)

@@ -120,6 +120,6 @@ def test_log_and_read_back_through_a_server(mlflow_server):
     back = read_matrix(reader, run_id)
     pd.testing.assert_frame_equal(sorted_frame(back.frame), sorted_frame(san_matrix().frame), check_dtype=False)
     # the bytes really went through the server into its artifacts destination
-    assert list(Path(served).rglob("matrix.parquet"))
+    assert list((Path(served) / experiment_id).rglob("matrix.parquet"))
     found = reader.search_runs([experiment_id], "tags.`resolab.kind` = 'job'")
     assert [r.info.run_id for r in found] == [run_id]

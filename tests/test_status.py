@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -40,7 +41,7 @@ def test_states_counts_checkpoint_and_a_silent_driver(suite_and_uri, tmp_path):
     client.set_terminated(failed, status="FAILED")
     storage = tmp_path / "ray"
     last = suite.jobs[4]
-    ckpt.save(job_dir(str(storage), "states", last.name, last.hash), {"epoch": 1})
+    ckpt.save(Path(job_dir(str(storage), "states", last.name, last.hash)), {"epoch": 1})
 
     text = suite_status(suite, uri, str(storage))
     head, *lines = text.splitlines()

@@ -16,20 +16,22 @@ def user_error(exc: Exception) -> str | None:
     """The reason for an error the user can fix, in one line; None for any other error (a bug, whose
     traceback is shown). Checked in this order so that an early error (a config typo, an unreachable
     server) is reported without waiting for torch or MLflow to load."""
+    from records.storage import StorageUnavailable
     from records.store import TrackingUnavailable
     from jobspec import ConfigError
 
     if isinstance(exc, ConfigError):
         reason = f"config error: {exc}"
-    elif isinstance(exc, (TrackingUnavailable, UsageError)):
+    elif isinstance(exc, (TrackingUnavailable, StorageUnavailable, UsageError)):
         reason = str(exc)
     else:
         # MLflow and torch (DatasetError, ModelFileError) load only when an error needs them.
         from mlflow.exceptions import MlflowException
+        from orchestrator.cluster.ray_address import ClusterUnavailable
         from orchestrator.data.loaders import DatasetError
         from orchestrator.deploy.model_file import ModelFileError
 
-        if isinstance(exc, (DatasetError, ModelFileError)):
+        if isinstance(exc, (DatasetError, ModelFileError, ClusterUnavailable)):
             reason = str(exc)
         elif isinstance(exc, MlflowException):
             reason = f"MLflow: {exc.message}"

@@ -32,7 +32,8 @@ def _positive_float(text: str) -> float:
 
 def _tracking(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the project's SQLite file)")
-    p.add_argument("--storage", help="checkpoint storage the run used (default <project>/.resolab/ray)")
+    p.add_argument("--storage", help="checkpoint storage the run used, for runs that do not record it "
+                                     "(default <project>/.resolab/ray)")
 
 
 # What import-reference reads, said when the path given is something else.

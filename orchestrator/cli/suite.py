@@ -99,7 +99,9 @@ def suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="tiny data and a few steps (every suite supports it)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
                                           "sqlite:///<project>/.resolab/mlflow.db)")
-    p.add_argument("--storage", help="checkpoint storage; shared storage on a multi-node cluster "
+    p.add_argument("--storage", help="where models, checkpoints and results live: a folder, or an object store "
+                                     "(s3://bucket/prefix, gs://…; endpoint and credentials from AWS_ENDPOINT_URL, "
+                                     "AWS_ACCESS_KEY_ID, …). On a multi-node cluster every node must reach it "
                                      "(default <project>/.resolab/ray)")
 
 

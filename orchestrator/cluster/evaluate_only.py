@@ -26,7 +26,6 @@ trained jobs, a crash is retried and shows in ``resolab status``, and there is o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
@@ -43,7 +42,7 @@ from records.reuse import finished_job_runs
 @dataclass
 class TrainedModel:
     run: object  # a FINISHED job run of this training hash (mlflow Run)
-    checkpoint_dir: Path  # holds its final checkpoint
+    checkpoint_dir: str  # holds its final checkpoint: a path or an object-store URI
 
     @property
     def trained_by(self) -> str:
@@ -57,10 +56,11 @@ class TrainedModel:
         return tags.get(names.SOURCE_CODE_VERSION) or tags.get(names.CODE_VERSION, "unknown")
 
 
-def checkpoint_dirs(run, storage) -> list[Path]:
-    """Where a run's checkpoint is: its tag, else where ``storage`` would hold it (older runs)."""
+def checkpoint_dirs(run, storage) -> list[str]:
+    """Where a run's checkpoint is: its tag (a path or an object-store URI), else where ``storage`` would
+    hold it (older runs)."""
     tags = run.data.tags
-    dirs = [Path(tags[names.CHECKPOINT_DIR])] if tags.get(names.CHECKPOINT_DIR) else []
+    dirs = [tags[names.CHECKPOINT_DIR]] if tags.get(names.CHECKPOINT_DIR) else []
     if tags.get(names.SUITE) and tags.get(names.JOB):
         dirs.append(job_dir(storage, tags[names.SUITE], tags[names.JOB], tags.get(names.CONFIG_HASH)))
     return list(dict.fromkeys(dirs))
@@ -84,7 +84,7 @@ class ModelStore:
         for runs in self.runs.values():  # the runs that trained a model first: their tags need no chasing
             runs.sort(key=lambda r: bool(r.data.tags.get(names.EVALUATED_FROM) or r.data.tags.get(names.REUSED_FROM)))
 
-    def candidate_dirs(self, run) -> list[Path]:
+    def candidate_dirs(self, run) -> list[str]:
         return checkpoint_dirs(run, self.storage)
 
     def find(self, job) -> TrainedModel | None:
@@ -109,7 +109,7 @@ class ModelStore:
                 f"checkpoint is left at {places}; pass the --storage it ran with, or `resolab run` trains it again")
 
 
-def _holds_model(directory: Path, key: str) -> bool:
+def _holds_model(directory: str, key: str) -> bool:
     meta = ckpt.final_checkpoint(directory)
     return meta is not None and training_hash(meta["config"]) == key
 

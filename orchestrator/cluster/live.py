@@ -33,6 +33,7 @@ class LiveView(Callback):
         self.already_done = already_done
         self._last_print, self._last_line = 0.0, ""
         self.max_running = 0
+        self.processes: set[tuple] = set()  # (node IP, pid) of each trial process that reported: Tune reuses them
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment state; a stream does not pickle
         state = dict(self.__dict__)
@@ -53,6 +54,7 @@ class LiveView(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         name = trial.config["job"]
         now = time.monotonic()
+        self.processes.add((result.get("node_ip"), result.get("pid")))  # Tune adds both to every result
         if result.get("failed"):
             self.state[name] = "failed"
         elif result.get("done"):

@@ -9,7 +9,6 @@ records the decisions and the trials run them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from jobspec import training_hash
 from orchestrator.cluster.evaluate_only import ModelStore, TrainedModel, final_checkpoint_of
@@ -38,7 +37,7 @@ class Evaluate:
     ``model``: the finished run of another job that trained it; None for the job's own checkpoint
     (trained to its end here, its run unfinished: the driver stopped during the matrix)."""
     job: object
-    checkpoint_dir: Path
+    checkpoint_dir: str  # a path or an object-store URI
     model: TrainedModel | None = None
 
 
@@ -72,11 +71,11 @@ def plan_jobs(jobs, snapshot: StoreSnapshot, reuse: bool = True) -> list[Decisio
         elif reuse and job.hash in snapshot.finished_elsewhere:
             decisions.append(Copy(job, snapshot.finished_elsewhere[job.hash]))
         elif own is not None and not own.get(ckpt.EVALUATED_FROM_KEY):
-            decisions.append(Evaluate(job, Path(own["directory"])))
+            decisions.append(Evaluate(job, own["directory"]))
         elif model is not None:
             decisions.append(Evaluate(job, model.checkpoint_dir, model))
         elif own is not None:  # an evaluation copy of an earlier version, its source since deleted
-            decisions.append(Evaluate(job, Path(own["directory"])))
+            decisions.append(Evaluate(job, own["directory"]))
         else:
             decisions.append(Train(job))
     return decisions
@@ -105,8 +104,7 @@ def read_snapshot(client, experiment_id: str, jobs, suite_name: str, storage: st
             continue
         own = final_checkpoint_of(job, suite_name, storage)
         if own is not None:
-            snapshot.own_checkpoints[job.name] = {**own, "directory": str(job_dir(storage, suite_name, job.name,
-                                                                                    job.hash))}
+            snapshot.own_checkpoints[job.name] = {**own, "directory": job_dir(storage, suite_name, job.name, job.hash)}
         model = models.find(job) if reuse else None
         if model is not None:
             snapshot.models[training_hash(job.config)] = model

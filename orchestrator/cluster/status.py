@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.engine import checkpoint as ckpt
 from orchestrator.cluster.evaluate_only import ModelStore
 from records import names
+from records import storage as files
 from records.layout import default_storage, job_dir
 from records.runs import DRIVER_GONE_AFTER_S
 from records.store import check_store, resolve_tracking_uri
@@ -75,8 +76,14 @@ def driver_gone(client: MlflowClient, parent_id: str, now: float) -> str | None:
     return None
 
 
-def suite_status(suite, tracking_uri: str | None = None, storage: str | None = None) -> str:
+def checkpoint_epoch(folder: str) -> int | None:
+    """The epoch of the checkpoint in a job's folder (a path or an object-store URI), None if it has none."""
     import torch
+    with files.local_folder(folder, [ckpt.CHECKPOINT_FILE]) as local:
+        return None if local is None else int(torch.load(local / ckpt.CHECKPOINT_FILE, weights_only=True, mmap=True)["epoch"])
+
+
+def suite_status(suite, tracking_uri: str | None = None, storage: str | None = None) -> str:
     states = job_runs(suite, tracking_uri)
     storage = storage or default_storage()
     models = None  # the store's finished models, looked up once a job is found pending
@@ -84,9 +91,8 @@ def suite_status(suite, tracking_uri: str | None = None, storage: str | None = N
     lines = []
     for job in suite.jobs:
         state, detail, run_id = states[job.name]
-        path = job_dir(storage, suite.name, job.name, job.hash) / ckpt.CHECKPOINT_FILE
-        if state != "done" and path.exists():
-            epoch = int(torch.load(path, weights_only=True, mmap=True)["epoch"])
+        epoch = None if state == "done" else checkpoint_epoch(job_dir(storage, suite.name, job.name, job.hash))
+        if epoch is not None:
             detail = f"checkpoint after epoch {epoch + 1}/{job.config.train.epochs}" + (f"; {detail}" if detail else "")
         elif state == "pending":
             models = models or ModelStore(MlflowClient(resolve_tracking_uri(tracking_uri)), storage)

@@ -20,7 +20,6 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
@@ -28,6 +27,7 @@ from jobspec import training_hash
 from orchestrator.cluster.plan import Train, plan_jobs, read_snapshot
 from records import names
 from records.layout import default_storage, job_dir
+from records.storage import check_storage, is_remote, resolve as resolve_location
 from records.store import check_store, resolve_tracking_uri
 
 # Quiet Ray before it is imported anywhere: no auth-token warning, no duplicated worker prints, no extra
@@ -66,6 +66,7 @@ class SuiteOutcome:
     wall_s: float = 0.0  # from Ray start-up to the end of the last job
     trial_s: float = 0.0  # summed over jobs: trial start to final report, as the driver saw it
     train_s: float = 0.0  # summed over jobs: inside training epochs and matrix evaluation
+    trial_processes: int = 0  # processes the trials ran in: one per slot when Tune reuses them
 
     def overhead_line(self) -> str:
         """Where the time went: the rest of each trial is start-up, data set-up, reporting, MLflow."""
@@ -112,14 +113,40 @@ def max_concurrency(jobs, cluster: dict) -> int:
 
 def init_ray(address: str | None) -> None:
     import ray
+
+    from orchestrator.cluster.ray_address import check_ray_address
+    from orchestrator.cluster.trial_env import job_runtime_env
     if ray.is_initialized():
         return
+    check_ray_address(address)
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]  # set by Ray in a Ray Job's entrypoint: the job's cluster
     if address is None:
         # The dashboard (127.0.0.1 only) serves the state API that Train uses to clean up the
         # placement groups of a TorchTrainer launched from a Tune trial; without it they leak.
-        ray.init(log_to_driver=False, logging_level="ERROR", dashboard_host="127.0.0.1")
+        # "local": a new Ray, never the cluster a past `ray start` named in /tmp/ray/ray_current_cluster,
+        # which plain ray.init() joins, or waits for when it is gone.
+        ray.init(address="local", log_to_driver=False, logging_level="ERROR", dashboard_host="127.0.0.1",
+                 runtime_env=job_runtime_env())
     else:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env=job_runtime_env())
+
+
+def prepare_storage(options: RunOptions) -> str:
+    """The suite's storage, checked: written to here, and seen by every node of a cluster it joins (and
+    ``--address``, which names that cluster)."""
+    from orchestrator.cluster.ray_address import check_ray_address
+    from orchestrator.cluster.storage_check import check_nodes_see, durable_defaults
+    from orchestrator.cluster.trial_env import in_ray_job
+
+    check_ray_address(options.address)  # before anything is recorded
+    durable_defaults(options.storage, options.tracking_uri)
+    storage = resolve_location(options.storage or default_storage())
+    check_storage(storage)
+    if not is_remote(storage) and (options.address is not None or in_ray_job()):
+        init_ray(options.address)
+        check_nodes_see(storage)
+    return storage
 
 
 def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
@@ -131,7 +158,7 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     check_suite_data(suite.jobs)
     uri = resolve_tracking_uri(options.tracking_uri)
     check_store(uri)
-    storage = options.storage or default_storage()
+    storage = prepare_storage(options)
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
     with tracking.killed_on_interrupt():
         # --no-reuse trains everything anew: it neither copies finished runs nor evaluates their models.
@@ -162,7 +189,7 @@ def evaluate_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     check_suite_data(suite.jobs)  # as `resolab run` does: a bad data.root fails here, before anything is recorded
     uri = resolve_tracking_uri(options.tracking_uri)
     check_store(uri)
-    storage = options.storage or default_storage()
+    storage = prepare_storage(options)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(suite.name)
     snapshot, models = read_snapshot(client, experiment.experiment_id if experiment else None, suite.jobs,
@@ -186,9 +213,9 @@ def evaluate_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     return outcome
 
 
-def checkpoints_of(evaluations: dict) -> dict[str, Path]:
-    """Job name -> the directory of the final checkpoint its evaluation-only trial evaluates."""
-    return {name: Path(decision.checkpoint_dir) for name, decision in evaluations.items()}
+def checkpoints_of(evaluations: dict) -> dict[str, str]:
+    """Job name -> the folder (path or URI) of the final checkpoint its evaluation-only trial evaluates."""
+    return {name: str(decision.checkpoint_dir) for name, decision in evaluations.items()}
 
 
 def evaluation_job(job):
@@ -198,7 +225,7 @@ def evaluation_job(job):
     return dataclasses.replace(job, config=config)
 
 
-def run_trials(suite, tracking, run_ids, evaluate_only: dict[str, Path], storage: str,
+def run_trials(suite, tracking, run_ids, evaluate_only: dict[str, str], storage: str,
                options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
     """One Tune trial per job of ``run_ids`` (``JobRuns``: job name -> MLflow run), recorded by the driver;
     ``evaluate_only``: job name -> the final checkpoint it only evaluates, run on one worker and first
@@ -208,13 +235,14 @@ def run_trials(suite, tracking, run_ids, evaluate_only: dict[str, Path], storage
         return _run_trials(suite, tracking, run_ids, evaluate_only, storage, options, outcome, stream)
 
 
-def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, Path], storage: str,
+def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, str], storage: str,
                 options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
     from ray import tune
 
     from orchestrator.cluster.live import LiveView
     from orchestrator.cluster.mlflow_sink import MlflowSink
-    from orchestrator.cluster.ray_job import forwarded_env, job_trial
+    from orchestrator.cluster.ray_job import job_trial
+    from orchestrator.cluster.trial_env import forwarded_env
 
     def cost(job) -> float:
         return 0.0 if job.name in evaluate_only else estimated_cost(job)
@@ -227,15 +255,15 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, Path], storag
         tracking.finish_suite(failed=False)
         return outcome
     for job in todo:  # what a later evaluation looks for (also on runs begun before these tags existed)
-        path = Path(evaluate_only.get(job.name) or job_dir(storage, suite.name, job.name, job.hash)).resolve()
-        run_ids.set_tags(job.name, {names.CHECKPOINT_DIR: str(path), names.TRAINING_HASH: training_hash(job.config)})
+        folder = evaluate_only.get(job.name) or job_dir(storage, suite.name, job.name, job.hash)
+        run_ids.set_tags(job.name, {names.CHECKPOINT_DIR: folder, names.TRAINING_HASH: training_hash(job.config)})
 
     parent_id = tracking.parent_id  # made now at the latest: the invocation's run covers Ray's start
     started = time.monotonic()
     init_ray(options.address)
     import ray
     jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash,
-                     "evaluate": str(evaluate_only[j.name]) if j.name in evaluate_only else None} for j in todo}
+                     "evaluate": evaluate_only.get(j.name)} for j in todo}
     by_name = {j.name: j for j in todo}
     sink = MlflowSink(tracking.client, run_ids, parent_id)
     slots = max_concurrency(todo, ray.cluster_resources())
@@ -243,13 +271,18 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, Path], storag
                     already_done=len(outcome.skipped) + len(outcome.reused), slots=slots,
                     interval=options.live_interval, stream=stream)
     trainable = tune.with_resources(
-        tune.with_parameters(job_trial, jobs=jobs, storage=storage, suite=suite.name, env=forwarded_env()),
+        tune.with_parameters(job_trial, jobs=jobs, storage_root=storage, suite=suite.name, env=forwarded_env()),
         resources=lambda config: trial_resources(by_name[config["job"]].config))
     tuner = tune.Tuner(
         trainable,
         param_space={"job": tune.grid_search([j.name for j in todo])},
+        # A trial process that ends its job runs the next job that asks for the same resources: starting
+        # a process and importing torch cost ~6 s of a slot per job (bench/suite_scale.py). Each job still
+        # starts clean (ray_job.job_trial), so its numbers do not depend on the jobs run before it. Not
+        # with multi-worker jobs: with reuse, three 2-worker jobs run one after another from one trial process
+        # did not finish in 400 s (Ray 2.60; 80 s without).
         tune_config=tune.TuneConfig(max_concurrent_trials=slots,
-                                    reuse_actors=False),
+                                    reuse_actors=all(j.config.resources.workers == 1 for j in todo)),
         run_config=tune.RunConfig(
             name=f"{suite.name}-{parent_id[:8]}", storage_path=storage, verbose=0,
             callbacks=[sink, live],
@@ -262,6 +295,7 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, Path], storag
     outcome.wall_s = time.monotonic() - started
     outcome.max_running, outcome.train_s = live.max_running, sink.busy_seconds
     outcome.trial_s = sum(live.job_seconds)
+    outcome.trial_processes = len(live.processes)
     outcome.failed = dict(sink.failures)
     outcome.finished = [n for n in by_name if n in sink.finished]
     for name in by_name:

@@ -1,7 +1,7 @@
 """SOURCE of ``export`` / ``pick``: a model file, a job checkpoint, or the MLflow run id of a finished job.
 
-A run id gives the model (its final checkpoint, from the run's ``resolab.checkpoint_dir`` tag or where
-``--storage`` keeps it; or, for a run ``resolab evaluate-model`` made, the model file it names) and
+A run id gives the model (its final checkpoint, from the run's ``resolab.checkpoint_dir`` tag — a path
+or an object-store URI — or where ``--storage`` keeps it; or, for a run ``resolab evaluate-model`` made, the model file it names) and
 its accuracy matrix. A file gives the model alone.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from orchestrator.engine import checkpoint as ckpt
 from orchestrator.deploy.model_file import LoadedModel, ModelFileError, load_model
 from records import names
+from records import storage as files
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -65,10 +66,11 @@ def _from_run(run_id: str, tracking_uri: str | None, storage: str | None) -> Sou
         dirs = checkpoint_dirs(run, storage or default_storage())
         found = next((d for d in dirs if ckpt.final_checkpoint(d) is not None), None)
         if found is None:
-            places = ", ".join(str(d) for d in dirs) or "nowhere recorded"
+            places = ", ".join(dirs) or "nowhere recorded"
             raise ModelFileError(f"run {run_id} finished, but no final checkpoint is left at {places}; pass the "
                                  "--storage it ran with")
-        model = load_model(found / ckpt.CHECKPOINT_FILE, source)
+        with files.local_folder(found, [ckpt.CHECKPOINT_FILE]) as folder:  # a copy, from an object store
+            model = load_model(folder / ckpt.CHECKPOINT_FILE, source)
     try:
         matrix = read_matrix(client, run_id)
     except (MlflowException, OSError):

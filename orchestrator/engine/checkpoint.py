@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from records import storage
 from records.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -70,18 +71,19 @@ def load(directory: Path, expected_hash: str, expected_method: str) -> dict:
     return payload
 
 
-def final_checkpoint(directory: Path) -> dict | None:
-    """The small fields of ``directory/checkpoint.pt`` (epoch, config, config_hash, method and, for an
+def final_checkpoint(location: str | Path) -> dict | None:
+    """The small fields of ``location/checkpoint.pt`` (epoch, config, config_hash, method and, for an
     evaluation copy, evaluated_from) when it holds the last epoch of its job's training; None when the
-    file is missing, unreadable or mid-training. Tensors are memory-mapped, not read."""
-    path = Path(directory) / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
+    file is missing, unreadable or mid-training. ``location``: a folder, or an object-store URI (the file
+    is copied here to be read); on a disk the tensors are memory-mapped, not read."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with storage.local_folder(str(location), [CHECKPOINT_FILE]) as folder:
+            if folder is None:
+                return None
+            payload = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True, mmap=True)
+            epochs = (payload.get("config") or {}).get("train", {}).get("epochs")
+            if epochs is None or int(payload.get("epoch", -1)) != int(epochs) - 1:
+                return None
+            return {k: payload.get(k) for k in ("epoch", "config", "config_hash", "method", EVALUATED_FROM_KEY)}
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
         return None
-    epochs = (payload.get("config") or {}).get("train", {}).get("epochs")
-    if epochs is None or int(payload.get("epoch", -1)) != int(epochs) - 1:
-        return None
-    return {k: payload.get(k) for k in ("epoch", "config", "config_hash", "method", EVALUATED_FROM_KEY)}

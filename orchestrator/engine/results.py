@@ -6,13 +6,16 @@
 - ``result.json``: MAdds per test resolution, the number of classes, the epoch the invocation began
   at and the evaluation time; written last, so a folder with it holds a whole result.
 
-The folder is on the storage that already holds the job's checkpoints (shared between nodes whenever
-the cluster has several), so only its path travels in the trial's report: the driver stays the only
-MLflow writer without the matrix and predictions passing through Ray.
+The worker writes them into a local folder and ``publish_result`` copies them to the job's folder on
+storage (``records.storage``: a shared path or an object store), the one that holds its checkpoints, so
+only that location travels in the trial's report: the driver reads it back with ``fetched_result`` and
+stays the only MLflow writer, without the matrix and predictions passing through Ray.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import pandas as pd
 
 from analysis.matrix import Matrix
 from analysis.predictions import write_predictions
+from records import storage
 from records.files import atomic_write
 from records.names import GAP_CDF_PARQUET, MATRIX_PARQUET, PREDICTIONS_PARQUET
 
@@ -74,3 +78,23 @@ def read_result(folder: Path) -> JobOutcome:
         predictions=folder / PREDICTIONS_PARQUET if PREDICTIONS_PARQUET in files else None,
         madds={int(t): m for t, m in summary["madds"].items()}, num_classes=int(summary["num_classes"]),
         start_epoch=int(summary["start_epoch"]), eval_time_s=float(summary["eval_time_s"]))
+
+
+def publish_result(folder: Path, location: str) -> str:
+    """Copy the result in ``folder`` to the job's folder ``location`` on storage, ``result.json`` last (and
+    the one there before first away), so a reader finds a whole result or none; returns ``location``."""
+    files = json.loads((Path(folder) / RESULT_FILE).read_text())["files"]
+    if storage.resolve(str(folder)) != storage.resolve(location):
+        storage.delete(storage.join(location, RESULT_FILE))
+        storage.publish(Path(folder), location, [*files, RESULT_FILE])
+    return location
+
+
+@contextlib.contextmanager
+def fetched_result(location: str) -> Iterator[JobOutcome]:
+    """The result at ``location`` (a folder or an object-store URI), readable inside the block: the
+    predictions file it names is a local file until the block ends."""
+    with storage.local_folder(location, [RESULT_FILE, MATRIX_PARQUET, PREDICTIONS_PARQUET, GAP_CDF_PARQUET]) as folder:
+        if folder is None:
+            raise FileNotFoundError(f"no whole result at {location} ({RESULT_FILE} is missing)")
+        yield read_result(folder)
