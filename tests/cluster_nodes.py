@@ -33,6 +33,7 @@ RAY_DEFAULT_PORTS = {6379, 8265, 10001, 52365}
 PORT_SPAN = range(20000, 30000)  # below Linux's ephemeral range and above Ray's default worker ports
 WORKER_PORTS = 40  # per node: a job's trial, Train workers and Ray's helper actors each take one
 WORKER_TMP = "/tmp"  # what each worker node gets a private tmpfs for
+REPO = Path(__file__).resolve().parent.parent
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -146,6 +147,7 @@ class RayNodes:
     ports: Ports = field(default_factory=Ports)
     nodes: dict[str, Node] = field(default_factory=dict)
     head_temp: str = ""
+    bind_points: list = field(default_factory=list)  # empty folders on the host, one per worker node
     ids: dict[str, str] = field(default_factory=dict)  # node name -> Ray node id, kept after a node dies
     gcs_port: int = 0
     dashboard_port: int = 0
@@ -166,8 +168,15 @@ class RayNodes:
         if private_tmp:
             # A mount namespace of its own with a fresh tmpfs on /tmp; the node's temp dir lies inside it.
             line = " ".join(map(_quote, command + ["--temp-dir", f"{WORKER_TMP}/ray-{name}"]))
-            command = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                       f"mount -t tmpfs -o size=2g tmpfs {WORKER_TMP} && exec {line}"]
+            mounts = f"mount -t tmpfs -o size=2g tmpfs {WORKER_TMP}"
+            if REPO.is_relative_to(WORKER_TMP):
+                # A checkout under /tmp (a CI clone) holds the installed package: the node keeps seeing it,
+                # bound through an empty folder outside /tmp, as a cluster's nodes all have the code.
+                keep = tempfile.mkdtemp(prefix="resolab-checkout-", dir="/var/tmp")
+                self.bind_points.append(keep)
+                mounts = (f"mount --bind {_quote(str(REPO))} {keep} && {mounts} && mkdir -p {_quote(str(REPO))} && "
+                          f"mount --bind {keep} {_quote(str(REPO))}")
+            command = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", f"{mounts} && exec {line}"]
         with open(log, "w") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=node_env(), cwd=self.folder, start_new_session=True)
@@ -231,6 +240,8 @@ class RayNodes:
         stop_groups([node.process for node in self.nodes.values()])
         if self.head_temp:  # the worker nodes' temp dirs went with their tmpfs
             shutil.rmtree(self.head_temp, ignore_errors=True)
+        for folder in self.bind_points:  # empty again once the node's namespace is gone
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _quote(word: str) -> str:
