@@ -112,13 +112,12 @@ def max_concurrency(jobs, cluster: dict) -> int:
 
 
 def init_ray(address: str | None) -> None:
+    """Start or join Ray; ``address`` was checked already (``prepare_storage``, before anything is recorded)."""
     import ray
 
-    from orchestrator.cluster.ray_address import check_ray_address
     from orchestrator.cluster.trial_env import job_runtime_env
     if ray.is_initialized():
         return
-    check_ray_address(address)
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = os.environ["RAY_ADDRESS"]  # set by Ray in a Ray Job's entrypoint: the job's cluster
     if address is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +54,10 @@ def save(directory: Path, payload: dict) -> Path:
 
 
 def copy(source_dir: Path, directory: Path) -> Path:
-    """Copy a written checkpoint file into ``directory`` atomically (bytes only: no re-serialising)."""
-    return atomic_write(Path(directory) / CHECKPOINT_FILE,
-                        lambda tmp: shutil.copyfile(Path(source_dir) / CHECKPOINT_FILE, tmp))
+    """Copy a written checkpoint file into ``directory`` whole (bytes only: no re-serialising)."""
+    target = Path(directory) / CHECKPOINT_FILE
+    storage.upload(Path(source_dir) / CHECKPOINT_FILE, str(target))
+    return target
 
 
 def load(directory: Path, expected_hash: str, expected_method: str) -> dict:
