@@ -4,6 +4,7 @@
     python analysis/make_tables.py rsnets_table2 --format latex --out tables/
     python analysis/make_tables.py quickstart --suite my_suite --no-log
     python analysis/make_tables.py rsnets_table2 --ci   # 95% bootstrap intervals (seeds, images) on the gains
+    python analysis/make_tables.py search --suite NAME  # what a suite's search found
     python analysis/make_tables.py --list
 
 Reads FINISHED job runs (tag resolab.kind = job) of each table's suite (= MLflow experiment), newest
@@ -164,7 +165,9 @@ def _make_tables(args, uri: str, client, runs) -> int:
     artifact_options = {"predictions": RunArtifact(client, read_predictions), "ci": _bootstrap(args),
                         "gap_cdf": RunArtifact(client, read_gap_cdf)}
     digits = {"digits": args.digits} if args.digits is not None else {}
-    names = args.tables or [spec.name for spec in TABLES.values() if any(map(runs.has, suites_of(spec)))]
+    # With --suite alone, the paper tables render that suite; its search table is asked for by name.
+    names = args.tables or [spec.name for spec in TABLES.values() if any(map(runs.has, suites_of(spec)))
+                            and not (args.suite and spec.name == "search")]
     if not names and args.suite and runs.has(args.suite):
         names = ["quickstart"]  # a suite of its own: the generic I-Nets vs methods overview
     if not names:

@@ -179,7 +179,8 @@ def evaluate_matrix(net: MultiResolutionNet, modes: Sequence[EvalMode], val_load
 @torch.no_grad()
 def diagonal_top1(net: MultiResolutionNet, val_loader, test_resolutions: Sequence[int], device: torch.device,
                   max_batches: int | None = None) -> dict[str, float]:
-    """Top-1 (%) of each training slot at its own resolution, {"acc1/r<res>": value}: the per-epoch curves.
+    """Top-1 (%) of each training slot at its own resolution, {"acc1/r<res>": value}: the per-epoch curves;
+    and their mean over the training resolutions, "acc1/mean" (what a suite's search ranks by default).
 
     ``val_loader`` yields batches over ``test_resolutions``, which hold every training resolution.
     The net's train/eval mode is left as it was. A loader capped to nothing gives 0 rather than an
@@ -191,4 +192,5 @@ def diagonal_top1(net: MultiResolutionNet, val_loader, test_resolutions: Sequenc
     finally:
         net.train(was_training)
     top1 = {row: h1 for (_, row, _), (h1, _) in hits.items()}
-    return {f"acc1/r{r}": 100.0 * top1[r] / max(1, seen) for r in dict.fromkeys(net.resolutions)}
+    curves = {f"acc1/r{r}": 100.0 * top1[r] / max(1, seen) for r in dict.fromkeys(net.resolutions)}
+    return {**curves, "acc1/mean": sum(curves.values()) / len(curves)}

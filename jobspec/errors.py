@@ -22,7 +22,8 @@ def show(value) -> str:
 
 
 def unknown_key_message(key: str, valid: Sequence[str], what: str = "key") -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
+    # A key cut short ("scheduler.grace") means the key it begins; otherwise the closest spelling.
+    close = [v for v in valid if v.startswith(key)][:1] or difflib.get_close_matches(key, valid, n=1)
     if close:
         return f"unknown {what} '{key}' — did you mean '{close[0]}'?"
     return f"unknown {what} '{key}'; valid: {', '.join(valid)}"

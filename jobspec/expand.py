@@ -20,6 +20,7 @@ from .errors import ConfigError, show, unknown_key_message
 from .hashing import config_hash
 from .naming import Job, name_jobs
 from .schema import VALID_KEYS, JobConfig
+from .search import SearchSpec, representative_values, sample_space
 from .tree import copy_tree, nest, set_dotted
 
 # Overrides that make any job tiny and CPU-sized while keeping its method and ablation switches,
@@ -120,13 +121,15 @@ class _Expanded:
 
 def expand_jobs(job: Mapping, grid: Mapping | None = None, cases: Sequence | Mapping | None = None,
                 overrides: Mapping[str, object] | None = None, smoke: bool = False,
-                smoke_block: Mapping[str, object] | None = None) -> list[Job]:
-    """Every case × grid point as a named, validated Job.
+                smoke_block: Mapping[str, object] | None = None, search: SearchSpec | None = None) -> list[Job]:
+    """Every case × grid point (× search sample) as a named, validated Job.
 
     job: the merged partial JobConfig (nested); grid: dotted key -> non-empty list; cases: list of
     dotted overrides or a mapping name -> overrides (None: one case, no overrides); overrides:
     parsed CLI overrides, which replace any grid axis or case value on the same key. smoke: apply
-    BUILTIN_SMOKE then smoke_block to every job. Points that give the same config hash run once
+    BUILTIN_SMOKE then smoke_block to every job. search: the suite's ``jobspec.search`` section, whose
+    samples multiply the points like one more axis (an override on a searched key replaces the draws).
+    Points that give the same config hash run once
     (e.g. a backbone axis under smoke, or a switch the method does not read). All bad points are
     reported in one ConfigError.
     """
@@ -144,9 +147,10 @@ def expand_jobs(job: Mapping, grid: Mapping | None = None, cases: Sequence | Map
     except ConfigError as e:
         raise ConfigError(f"job: {e}") from None
     job = nest(job)  # every point's tree is then nested already, and parsed as it is
+    samples = _search_samples(search, job, grid, case_list, overrides)
 
-    points = [_Point(name, {**values, **dict(zip(grid, combo))})
-              for name, values in case_list for combo in itertools.product(*grid.values())]
+    points = [_Point(name, {**values, **dict(zip(grid, combo)), **sample})
+              for name, values in case_list for combo in itertools.product(*grid.values()) for sample in samples]
     expanded, problems = [], []
     for point in points:
         try:
@@ -158,7 +162,37 @@ def expand_jobs(job: Mapping, grid: Mapping | None = None, cases: Sequence | Map
         raise ConfigError(f"{len(problems)} of {len(points)} job points are invalid:\n" + "\n".join(problems))
     if not expanded:
         raise ConfigError("the suite expands to zero jobs (is 'cases' an empty list?)")
-    return name_jobs(_deduplicate(expanded), grid, case_list, smoke=smoke)
+    if search is not None:
+        _check_search_metric(search, expanded)
+    return name_jobs(_deduplicate(expanded), grid, case_list, smoke=smoke, search=search)
+
+
+def _search_samples(search: SearchSpec | None, job: Mapping, grid: Mapping, case_list,
+                    overrides: Mapping) -> list[dict]:
+    """The search's draws (dotted key -> value) minus overridden keys; [{}] without a search."""
+    if search is None:
+        return [{}]
+    listed = set(grid) | {k for _, values in case_list for k in values}
+    for key, domain in search.space.items():
+        if key in listed:
+            raise ConfigError(f"search.space: {key} is also a grid axis or a case value; search it or list it, not both")
+        for value in representative_values(domain):  # a distribution its key cannot take: one line, before any draw
+            try:
+                _build_job(_apply_layers(job, [{key: value}]))
+            except ConfigError as e:
+                raise ConfigError(f"search.space.{key}: {next(iter(domain))} can draw {show(value)}, which the "
+                                  f"config refuses ({e})") from None
+    return [{k: v for k, v in sample.items() if not _is_overridden(k, overrides)} for sample in sample_space(search)]
+
+
+def _check_search_metric(search: SearchSpec, expanded: list[_Expanded]) -> None:
+    """``acc1/r<res>`` needs every job of the search to train at that resolution (an I-Net row trains at one)."""
+    res = search.metric_resolution()
+    for item in expanded:
+        if res is not None and res not in item.config.data.resolutions:
+            raise ConfigError(f"search.metric {search.metric}: a job of {item.point.describe()} trains at "
+                              f"{item.config.data.resolutions} px, not {res}; use acc1/mean (each I-Net row is "
+                              "ranked at its own resolution) or a resolution every job trains at")
 
 
 def _case_list(cases) -> list[tuple[str | None, dict]]:

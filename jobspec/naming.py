@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from .hashing import config_hash
 from .schema import JobConfig
+from .search import REPEAT, SAMPLE, SearchMembership, SearchSpec
 from .tree import lookup
 
 # Keys that are already part of every job name's prefix.
@@ -28,11 +30,16 @@ class Job:
     point: dict[str, object]  # dotted keys that vary across the suite -> this job's values
     group: str  # I-Net set name shared by its per-resolution jobs; otherwise == name
     merged: list[str] = field(default_factory=list)  # other suite points that expand to this same job
+    search: SearchMembership | None = None  # a sample of a suite's search (jobspec.search), or a repeat of its best
 
 
-def name_jobs(expanded: list, grid: Mapping, case_list, smoke: bool = False) -> list[Job]:
+def name_jobs(expanded: list, grid: Mapping, case_list, smoke: bool = False,
+              search: SearchSpec | None = None) -> list[Job]:
+    """``search``: the suite's search, whose keys label the samples; a search is named as its jobs are,
+    without those keys (and one per row of an I-Net set, each tuned at its own resolution)."""
+    search_keys = list(search.space) if search else []
     named_cases = sum(name is not None for name, _ in case_list) > 1
-    axes = list(dict.fromkeys([k for _, values in case_list for k in values] + list(grid)))
+    axes = list(dict.fromkeys([k for _, values in case_list for k in values] + list(grid) + search_keys))
     inet_rows = any(e.inet_set for e in expanded)
     candidates = axes + (["data.resolutions"] if inet_rows and "data.resolutions" not in axes else [])
     trees = [e.config.to_dict() for e in expanded]
@@ -46,11 +53,11 @@ def name_jobs(expanded: list, grid: Mapping, case_list, smoke: bool = False) -> 
     name_keys = [k for k in name_keys if k != "data.resolutions"]
     labels = _short_labels([*name_keys, "data.resolutions"])
 
-    def name_of(item, point: dict, resolutions: list[int] | None) -> str:
+    def name_of(item, point: dict, resolutions: list[int] | None, keys: Sequence[str] = name_keys) -> str:
         parts = [item.config.method.name, "smoke" if smoke else item.config.model.backbone]
         if named_cases:
             parts.append(item.point.case)
-        parts += [f"{labels[k]}={_name_value(point[k])}" for k in name_keys]
+        parts += [f"{labels[k]}={_name_value(point[k])}" for k in keys]
         if resolutions is not None:
             parts.append(f"{labels['data.resolutions']}={_name_value(resolutions)}")
         return _filesystem_safe("-".join(parts))
@@ -63,9 +70,28 @@ def name_jobs(expanded: list, grid: Mapping, case_list, smoke: bool = False) -> 
         group = name
         if item.inet_set:
             group = name_of(item, point, item.inet_set if res_is_axis else None)
+        membership = None
+        if search is not None:
+            label = name_of(item, point, resolutions if res_is_axis or item.inet_set else None,
+                            [k for k in name_keys if k not in search_keys])
+            membership = SearchMembership(label, search.metric, search.mode, SAMPLE)
         jobs.append(Job(name=name, config=item.config, hash=item.hash, point=point, group=group,
-                        merged=list(item.merged)))
+                        merged=list(item.merged), search=membership))
     return _make_names_unique(jobs)
+
+
+def repeats_of(job: Job, repeat: int) -> list[Job]:
+    """A search's best sample ``job`` again with the next ``repeat - 1`` seeds (``search.repeat``): jobs of
+    their own, named ``<job>-seed=<s>``; with the sample itself they make ``repeat`` seeds of one config."""
+    repeats = []
+    for seed in range(job.config.train.seed + 1, job.config.train.seed + repeat):
+        config = job.config.model_copy(deep=True)
+        config.train.seed = seed
+        name = f"{job.name}-seed={seed}"
+        repeats.append(Job(name=name, config=config.validate(), hash=config_hash(config),
+                           point={**job.point, "train.seed": seed}, group=name,
+                           search=replace(job.search, role=REPEAT) if job.search else None))
+    return repeats
 
 
 def _short_labels(keys: Sequence[str]) -> dict[str, str]:

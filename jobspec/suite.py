@@ -15,11 +15,14 @@ A suite file describes a grid of jobs::
     cases:                               # list of dotted overrides, or a mapping name -> overrides;
       - {method.name: individual}        # every case is crossed with the grid
       - {method.name: rsnet, method.distill: full}
+    search:                              # optional: samples of a Tune search space, crossed with cases × grid
+      space: {train.lr: {loguniform: [0.003, 0.3]}}
+      num_samples: 6
     smoke:                               # dotted overrides on top of BUILTIN_SMOKE when smoke=True
       data.resolutions: [32, 24, 16]
 
 Reading and ``extends``: ``jobspec.suite_file``; expansion, smoke and overrides: ``jobspec.expand``;
-names: ``jobspec.naming``; the hash: ``jobspec.hashing``.
+names: ``jobspec.naming``; the hash: ``jobspec.hashing``; the search section: ``jobspec.search``.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Sequence
 from .errors import ConfigError
 from .expand import expand_jobs, parse_overrides, smoke_changes
 from .naming import NAME_PREFIX_KEYS, Job, cell
+from .search import SearchSpec, parse_search
 from .suite_file import load_layers, read_header
 
 
@@ -41,7 +45,7 @@ class Suite:
     jobs: list[Job]
     header: str = ""  # the file's leading comment block, without the '# '
     smoke_note: str = ""  # for a smoke run: what --smoke changed, and which real jobs share a tiny one
-
+    search: SearchSpec | None = None  # the suite's search section: its jobs are its samples
 
     def table(self) -> str:
         """A fixed-width table of the jobs, for --dry-run."""
@@ -57,7 +61,25 @@ class Suite:
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
         title = f"{self.name}: {len(self.jobs)} job{'s' * (len(self.jobs) != 1)} ({self.path})"
-        return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows)])
+        search = ["", *self.search_lines()] if self.search is not None else []
+        return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows), *search])
+
+    def search_lines(self) -> list[str]:
+        """What the search does beyond the listed samples: its searches, their scheduler, the repeats."""
+        if self.search is None:
+            return []
+        s = self.search
+        groups = list(dict.fromkeys(j.search.group for j in self.jobs if j.search))
+        stop = ("no early stopping" if s.scheduler.name == "none" else
+                f"{s.scheduler.name} on {s.metric} ({s.mode}) by {s.scheduler.time_attr}, grace period "
+                f"{s.scheduler.grace_period:g}")
+        lines = [f"search: {s.num_samples} sample{'s' * (s.num_samples != 1)} (seed {s.seed}) in each of "
+                 f"{len(groups)} search{'es' * (len(groups) != 1)}, {stop}"]
+        if s.repeat > 1:
+            lines.append(f"then each search's best sample (by {s.metric}) again with {s.repeat - 1} more "
+                         f"seed{'s' * (s.repeat != 2)}: {len(groups) * (s.repeat - 1)} more jobs, listed once the "
+                         "samples have finished")
+        return lines
 
 
 def load_suite(path: str | Path, overrides: Sequence[str] = (), smoke: bool = False) -> Suite:
@@ -77,16 +99,24 @@ def load_suite(path: str | Path, overrides: Sequence[str] = (), smoke: bool = Fa
     if not name:
         raise ConfigError(f"{path}: no 'name' (give one here or in a file it extends)")
     parsed_overrides = parse_overrides(overrides)
-    args = dict(job=raw.get("job", {}), grid=raw.get("grid"), cases=raw.get("cases"), overrides=parsed_overrides)
+    try:
+        search = parse_search(raw.get("search"))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    args = dict(job=raw.get("job", {}), grid=raw.get("grid"), cases=raw.get("cases"), overrides=parsed_overrides,
+                search=search)
     try:
         jobs = real = expand_jobs(**args)
+        if smoke and search is not None and search.metric_resolution() is not None:
+            # Smoke jobs train at 32/24/16 px, where the real suite's acc1/r<res> may not be.
+            args["search"] = search = search.model_copy(update={"metric": "acc1/mean"})
         if smoke:
             jobs = expand_jobs(**args, smoke=True, smoke_block=raw.get("smoke"))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     note = describe_smoke(real, jobs, raw.get("smoke"), parsed_overrides) if smoke else ""
     return Suite(name=name, description=raw.get("description") or "", path=path, jobs=jobs,
-                 header=read_header(path), smoke_note=note)
+                 header=read_header(path), smoke_note=note, search=search)
 
 
 def describe_smoke(real: list[Job], smoke: list[Job], smoke_block, overrides) -> str:

@@ -2,7 +2,7 @@
 
 Layering, later wins: the ``extends`` bases in order, then the file itself. ``job`` deep-merges
 (lists replace), ``grid`` and ``smoke`` merge key-wise, ``cases`` of a child replace the parent's
-(``cases:`` left empty removes them), ``name`` and ``description`` replace.
+(``cases:`` left empty removes them), ``search``, ``name`` and ``description`` replace.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from .errors import ConfigError, show, unknown_key_message
 from .tree import deep_merge, nest
 
-TOP_LEVEL_KEYS = ("name", "description", "extends", "job", "grid", "cases", "smoke")
+TOP_LEVEL_KEYS = ("name", "description", "extends", "job", "grid", "cases", "search", "smoke")
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -63,7 +63,7 @@ def read_suite_file(path: Path) -> dict:
 
 def _check_sections(path: Path, data: Mapping) -> None:
     expected = {"name": str, "description": str, "job": Mapping, "grid": Mapping, "smoke": Mapping,
-                "cases": (list, Mapping), "extends": (str, list)}
+                "cases": (list, Mapping), "extends": (str, list), "search": Mapping}
     for key, kind in expected.items():
         value = data.get(key)
         if value is not None and not isinstance(value, kind):

@@ -6,7 +6,8 @@ recorded under the old one, so these strings never change; new names may be adde
 Store layout: one MLflow experiment per suite (named after the suite); one parent run per ``resolab run``
 invocation that records something (``KIND`` = ``SUITE_RUN``); one child run per job (``KIND`` =
 ``JOB_RUN``) carrying the flattened job config as params, the tags of ``JOB_TAGS`` (``records.runs``),
-per-epoch metrics (step = epoch: loss/<term>, acc1/r<res>, lr, img_per_s, mred_weight/r<res>) and the
+per-epoch metrics (step = epoch: loss/<term>, acc1/r<res>, acc1/mean, compute (1e12 multiply-adds so far), lr,
+img_per_s, mred_weight/r<res>) and the
 final accuracy matrix (cell metrics named by ``metric_name``, artifacts under ``MATRIX_DIR``).
 """
 from __future__ import annotations
@@ -45,6 +46,17 @@ REUSED_FROM = "resolab.reused_from"
 EVALUATED_FROM = "resolab.evaluated_from"
 SOURCE_CODE_VERSION = "resolab.source_code_version"
 SOURCE_CHECKPOINT = "resolab.source_checkpoint"
+# A sample of a suite's search (``jobspec.search``): the search it belongs to, what that search ranks by
+# (metric and mode), and its role: a sample, or a repeat of the search's best sample with another seed.
+SEARCH = "resolab.search"
+SEARCH_METRIC = "resolab.search_metric"
+SEARCH_MODE = "resolab.search_mode"
+SEARCH_ROLE = "resolab.search_role"
+SEARCH_TAGS = (SEARCH, SEARCH_METRIC, SEARCH_MODE, SEARCH_ROLE)  # what a job is to its suite's search
+# A sample its search's scheduler stopped early: the epochs it had trained (counted from 1). Its run is
+# FINISHED with its checkpoint kept, but has no matrix, and nothing outside its search reuses it.
+EARLY_STOPPED = "resolab.early_stopped"
+
 # A run that evaluated an imported model file (``resolab evaluate-model``): the file's path.
 MODEL_FILE = "resolab.model_file"
 
@@ -77,7 +89,7 @@ FINISHED_JOB_FILTER = f"{JOB_FILTER} and attributes.status = 'FINISHED'"
 # The per-epoch metrics of a job run (step = epoch), by name prefix: what a trial's epoch reports log,
 # and what an evaluation-only run copies from the run that trained its model.
 EPOCH_KEYS = ("loss/", "acc1/", "mred_weight/", "lr", "img_per_s", "epoch_time_s", "val_time_s", "world_size",
-              "start_epoch")
+              "start_epoch", "compute")
 
 # The final accuracy matrix of a job, as metrics (top-1 ``acc1``, top-5 ``acc5``; values in %, step 0):
 # - mode ``fixed``:            ``acc1/train{r}_test{s}``

@@ -19,18 +19,21 @@ from records.batch import log_batched
 
 
 def finished_job_runs(client: MlflowClient, exclude_experiment: str | None = None) -> list:
-    """Every FINISHED job run of the tracking store (all experiments but ``exclude_experiment``), newest first."""
+    """Every FINISHED job run of the tracking store (all experiments but ``exclude_experiment``), newest first;
+    not the search samples stopped early, which have no matrix and a model trained only part of the way."""
     experiment_ids = [e.experiment_id for e in client.search_experiments(max_results=50000)
                       if e.experiment_id != exclude_experiment]
     if not experiment_ids:
         return []
-    return client.search_runs(experiment_ids, names.FINISHED_JOB_FILTER,
+    runs = client.search_runs(experiment_ids, names.FINISHED_JOB_FILTER,
                               max_results=50000, order_by=["attributes.end_time DESC"])
+    return [run for run in runs if not run.data.tags.get(names.EARLY_STOPPED)]
 
 
 def copy_run(client: MlflowClient, source, experiment_id: str, tags: dict[str, str]) -> str:
     """A FINISHED copy of ``source`` in ``experiment_id``; ``tags`` override the source's resolab.* tags."""
-    kept = {k: v for k, v in source.data.tags.items() if k.startswith(names.PREFIX)}
+    # What the source was to its own suite's search is not what the copy is to this one's (``tags`` say that).
+    kept = {k: v for k, v in source.data.tags.items() if k.startswith(names.PREFIX) and k not in names.SEARCH_TAGS}
     merged = {**kept, **tags, names.CODE_VERSION: kept.get(names.CODE_VERSION, "unknown"),
               names.REUSED_FROM: source.info.run_id}
     run_id = client.create_run(experiment_id, start_time=source.info.start_time, run_name=tags.get(names.JOB),

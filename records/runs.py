@@ -54,8 +54,12 @@ def job_run_tags(suite: str, job: str, group: str, cfg, config_hash: str, traine
 
 
 def job_tags(suite_name: str, job, code: str) -> dict[str, str]:
-    """The tags of a suite job's run (``jobspec.Job``)."""
-    return job_run_tags(suite_name, job.name, job.group, job.config, job.hash, training_hash(job.config), code)
+    """The tags of a suite job's run (``jobspec.Job``), and what it is to its search if it is in one."""
+    tags = job_run_tags(suite_name, job.name, job.group, job.config, job.hash, training_hash(job.config), code)
+    if job.search is not None:
+        tags.update({names.SEARCH: job.search.group, names.SEARCH_METRIC: job.search.metric,
+                     names.SEARCH_MODE: job.search.mode, names.SEARCH_ROLE: job.search.role})
+    return tags
 
 
 def suite_run_tags(suite: str, command: str, driver: str) -> dict[str, str]:

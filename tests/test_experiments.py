@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from analysis.tables.registry import TABLES
+
 from orchestrator.cli.main import main as cli_main
 from jobspec import ConfigError, load_suite
 
@@ -43,8 +45,9 @@ EXPECTED_JOBS = {
     "rsnets_fig3": 3,     # R18 I-224, I-96, parallel {224, 96}, evaluated with eval.gap_cdf
     "rsnets_fig5": 12,    # R18 parallel on 4 pairs + 3 larger sets + 5 I-Nets
     "quickstart": 7,      # 4 I-Nets + parallel + RS-Net + SAN
+    "search_quickstart": 28,  # 4 samples x the quickstart's 7 jobs
 }
-IMAGENET_SUITES = sorted(set(EXPECTED_JOBS) - {"quickstart"})
+IMAGENET_SUITES = sorted(set(EXPECTED_JOBS) - {"quickstart", "search_quickstart"})
 SUITE_FILES = sorted(p.name for p in EXPERIMENTS.glob("*.yaml"))
 
 
@@ -133,7 +136,9 @@ def test_suite_loads_with_the_jobs_its_table_needs(stem):
 def test_header_says_what_it_reproduces_and_how_to_run_it(stem):
     header = suite(stem).header
     assert f"resolab run experiments/{stem}.yaml" in header
-    assert f"python analysis/make_tables.py {stem}" in header
+    # the table named after the suite, or else the one that reads it by default
+    table = stem if stem in TABLES else next(spec.name for spec in TABLES.values() if spec.suites == (stem,))
+    assert f"python analysis/make_tables.py {table}" in header
     assert f"resolab run experiments/{stem}.yaml --smoke" in header
     stated = re.search(r"Jobs:\s+(\d+)", header)
     assert stated and int(stated.group(1)) == EXPECTED_JOBS[stem], "the header's job count is the suite's"
@@ -151,14 +156,14 @@ def test_dry_run_lists_every_job(stem, smoke, capsys, monkeypatch):
     argv = ["run", f"experiments/{stem}.yaml", "--dry-run"] + (["--smoke"] if smoke else [])
     code = cli_main(argv)
     out, err = capsys.readouterr()
-    if smoke or stem == "quickstart":  # synthetic data: nothing to check
+    if smoke or stem in ("quickstart", "search_quickstart"):  # synthetic data: nothing to check
         assert code == 0
     else:  # the job table, then the data check: this machine has no ImageNet at the suites' data.root
         assert code == 2 and "dataset root not found: /data/imagenet" in err and "Fix:" in err
     expected = suite(stem, smoke).jobs
     title = out.splitlines()[0]
     assert title.startswith(f"{stem}: {len(expected)} job")
-    table = out.split("\n--smoke:")[0]
+    table = out.split("\n--smoke:")[0].split("\n\n")[0]  # the job table, not the search lines under it
     listed = [line.split()[0] for line in table.splitlines()[3:] if line.strip()]
     assert listed == [j.name for j in expected]
     assert ("--smoke:" in out) == smoke

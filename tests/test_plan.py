@@ -48,3 +48,13 @@ def test_an_evaluation_copy_of_an_earlier_version_gives_way_to_its_source(tiny_j
                              own_checkpoints={copied.name: {"directory": "/c", EVALUATED_FROM_KEY: "/m"}})
     assert plan_jobs([copied], snapshot) == [Evaluate(copied, "/m", model)]
     assert plan_jobs([copied], StoreSnapshot()) == [Train(copied)]
+
+
+def test_a_search_sample_stopped_early_stays_stopped_unless_resumed(tiny_job):
+    sample = SimpleNamespace(**vars(job(tiny_job, "sample")), search=SimpleNamespace(group="g"))
+    plain = SimpleNamespace(**vars(job(tiny_job, "plain", **{"train.lr": 0.01})), search=None)
+    snapshot = StoreSnapshot(stopped_here={sample.hash: "r-sample", plain.hash: "r-plain"},
+                             unfinished_here={sample.hash: "r-sample", plain.hash: "r-plain"})
+    # A stopped sample is done for its search; a job outside any search with only such a run trains it on.
+    assert plan_jobs([sample, plain], snapshot) == [Skip(sample), Train(plain)]
+    assert plan_jobs([sample, plain], snapshot, resume_stopped=True) == [Train(sample), Train(plain)]

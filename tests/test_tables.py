@@ -31,6 +31,7 @@ from records.batch import log_batched
 from analysis.report import log_matrix_metrics
 from jobspec import (DataConfig, EvalConfig, Job, JobConfig, MethodConfig, ModelConfig, TrainConfig, config_hash, flatten,
                      param_value)
+from jobspec.search import SearchMembership
 from records.runs import job_tags
 from tests.table_cells import by_column, parse_csv, run_make_tables as run_cli, table_cells
 
@@ -86,17 +87,24 @@ class Store:
                                                tags={"resolab.kind": "suite", "resolab.suite": suite}).info.run_id
 
     def job(self, cfg: JobConfig, matrix: Matrix, group: str | None = None, status: str = "FINISHED",
-            start_time: int | None = None) -> str:
+            start_time: int | None = None, search: SearchMembership | None = None, name: str | None = None,
+            metrics: dict | None = None, stopped: str = "") -> str:
+        """``search``, ``metrics`` (per-epoch values, last epoch's), ``stopped``: a search sample's run."""
         self.clock += 1000
-        name = f"{cfg.method.name}-{cfg.model.backbone}-{'_'.join(map(str, cfg.data.resolutions))}-s{cfg.train.seed}"
-        job = Job(name=name, config=cfg, hash=config_hash(cfg), point={}, group=group or name)
+        name = name or f"{cfg.method.name}-{cfg.model.backbone}-{'_'.join(map(str, cfg.data.resolutions))}-s{cfg.train.seed}"
+        job = Job(name=name, config=cfg, hash=config_hash(cfg), point={}, group=group or name, search=search)
         tags = job_tags(self.suite, job, "test-code")
+        if stopped:
+            tags["resolab.early_stopped"] = stopped
         if self.parent_id:
             tags["mlflow.parentRunId"] = self.parent_id
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags,
                                         start_time=start_time or self.clock).info.run_id
         log_batched(self.client, run_id, params=[Param(k, param_value(v)) for k, v in flatten(cfg).items()])
-        log_matrix_metrics(self.client, run_id, matrix)
+        if matrix is not None:
+            log_matrix_metrics(self.client, run_id, matrix)
+        for key, value in (metrics or {}).items():
+            self.client.log_metric(run_id, key, value, step=1)
         self.client.set_terminated(run_id, status=status)
         return run_id
 
@@ -262,6 +270,27 @@ def fill_store(client: MlflowClient) -> None:
     s.inet_set(lambda r, t, seed: tiny_top1(0)(r, t))
     for method, offset in (("parallel", 1), ("rsnet", 2), ("san", 3)):
         s.job(job_config(method), matrix_of(fixed_cells(TINY, TINY_TESTS, tiny_top1(offset))))
+    fill_search(Store(client, "search_quickstart"))
+
+
+SEARCH_GROUP = "rsnet-resnet_tiny"
+
+
+def fill_search(s: Store) -> None:
+    """A search of RS-Net's lr: lr 0.01 wins on acc1/mean (60 against 55); lr 0.001 was stopped after one
+    epoch at 70 (above both, but it trained less); the winner's repeat (seed 1) is 62 on acc1/mean, so
+    the winner over its two seeds is 61.0 ± 1.4, and top-1 at 32 px (the diagonal, 61 and 63) 62.0 ± 1.4."""
+    sample = SearchMembership(SEARCH_GROUP, "acc1/mean", "max", "sample")
+    for lr, acc, stopped in ((0.1, 55.0, ""), (0.01, 60.0, ""), (0.001, 70.0, "1")):
+        cfg = job_config("rsnet")
+        cfg.train.lr = lr
+        matrix = None if stopped else diag_matrix(TINY, TINY_TESTS, {32: acc + 1, 24: acc, 16: acc - 1})
+        s.job(cfg, matrix, search=sample, name=f"{SEARCH_GROUP}-lr={lr}", metrics={"acc1/mean": acc}, stopped=stopped)
+    cfg = job_config("rsnet", seed=1)
+    cfg.train.lr = 0.01
+    s.job(cfg, diag_matrix(TINY, TINY_TESTS, {32: 63.0, 24: 62.0, 16: 61.0}),
+          search=SearchMembership(SEARCH_GROUP, "acc1/mean", "max", "repeat"), name=f"{SEARCH_GROUP}-lr=0.01-seed=1",
+          metrics={"acc1/mean": 62.0})
 
 
 @pytest.fixture
@@ -526,6 +555,22 @@ def test_quickstart_prints_real_numbers(capsys, store_uri):
 # Rendering: Markdown, LaTeX and CSV of the same tables
 
 
+def test_search_names_the_best_config_its_seeds_and_the_spread(capsys, store_uri, tmp_path):
+    out = table_md(capsys, store_uri, "search", "--out", str(tmp_path))
+    row = next(line for line in out.splitlines() if line.startswith(f"| {SEARCH_GROUP} "))
+    # search | train.lr | top-1 @32 @24 @16 | metric | best | spread of the samples run to the end | stopped
+    assert [c.strip() for c in row.split("|")[1:-1]] == [
+        SEARCH_GROUP, "0.01", "62.0 ± 1.4", "61.0 ± 1.4", "60.0 ± 1.4", "acc1/mean", "**61.0 ± 1.4**",
+        "55.0 / 57.5 / 60.0 (n=2)", "1"]
+    assert (tmp_path / "search_search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paper_tables_of_a_search_read_only_its_winner_and_repeats(store_uri):
+    from analysis.tables.runs import prepare_runs
+    runs = prepare_runs(fetch_runs(MlflowClient(store_uri), "search_quickstart"))
+    assert sorted(runs["tags.resolab.job"]) == [f"{SEARCH_GROUP}-lr=0.01", f"{SEARCH_GROUP}-lr=0.01-seed=1"]
+
+
 def test_markdown_renders_headers_marks_blank_cells_and_notes(capsys, store_uri):
     out = table_md(capsys, store_uri, "san_table1", "san_table5", "san_table7", "rsnets_table2", "rsnets_fig3",
                    "rsnets_fig4", "rsnets_fig5")
@@ -554,7 +599,7 @@ def test_every_table_renders_in_every_format(capsys, store_uri, fmt):
                 "rsnets_table3": "61.5 / 81.5 (+1.5)", "rsnets_table4": "70.0",
                 "rsnets_table5": "59.2", "rsnets_table6": "3×", "rsnets_fig3": "2.70", "rsnets_fig4": "59.0", "rsnets_fig5": "-0.8", "fig1": "71.5",
                 "rsnets_table1": "—",  # this store holds no per-image predictions: every share is missing
-                "quickstart": "59.0 (+3.0)"}
+                "quickstart": "59.0 (+3.0)", "search": "61.0 ± 1.4"}
     assert set(expected) == set(TABLES)
     for name, number in expected.items():
         code, out, err = run_cli(capsys, name, "--tracking-uri", store_uri, "--no-log", "--format", fmt)

@@ -70,6 +70,8 @@ TABLES = {spec.name: spec for spec in [
     TableSpec("fig1", "overview", ("san_table1", "rsnets_table2", "rsnets_table3"),
               "accuracy vs test resolution, and top-1 vs MAdds", ("SAN Fig. 1", "RS-Nets Fig. 1")),
     TableSpec("quickstart", "overview", ("quickstart",), "the quickstart suite: Table-2 layout + I-Nets/SAN matrices"),
+    TableSpec("search", "search", ("search_quickstart",),
+              "a suite's search: best configuration per search, its matrix row, the spread over samples"),
 ]}
 
 

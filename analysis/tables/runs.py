@@ -9,7 +9,10 @@ rendered by ``jobspec.param_value``; accuracies are the cell metrics that
 - runs whose configs differ only in ``train.seed`` and in what the config hash ignores (placement,
   the ``tag`` label, switches the method does not read: ``jobspec.hashed_part``) are seeds of one
   model, and a cell is a ``Stat`` over them;
-- an I-Net set is one job per resolution (``method.name`` = individual, ``data.resolutions`` = [r]).
+- an I-Net set is one job per resolution (``method.name`` = individual, ``data.resolutions`` = [r]);
+- of a suite's search (``jobspec.search``) only each search's winning sample and its repeats count
+  (``records.search_runs``): the other samples are configurations the search ruled out, and those
+  stopped early have no matrix.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from analysis.report import FIXED_MODE, metric_name, parse_metric_name
 from analysis.tables.model import Stat
 from backbones.catalog import BACKBONES
 from jobspec import JobConfig, flatten, hashed_part, nest, param_value
+from jobspec.search import REPEAT
 from records import names
+from records.search_runs import SearchRun, best_samples
 
 SEED_KEY = "train.seed"
 DEFAULT_PARAMS = {k: param_value(v) for k, v in flatten(JobConfig()).items()}
@@ -42,6 +47,7 @@ def prepare_runs(raw: pd.DataFrame) -> pd.DataFrame:
     kind, config_hash = names.tag_column(names.KIND), names.tag_column(names.CONFIG_HASH)
     if kind in runs:
         runs = runs[runs[kind] == names.JOB_RUN]
+    runs = search_winners(runs)
     runs = runs.sort_values("start_time", ascending=False, kind="stable")
     if config_hash in runs:
         hashed = runs[config_hash].notna()
@@ -52,6 +58,24 @@ def prepare_runs(raw: pd.DataFrame) -> pd.DataFrame:
         column = f"params.{key}"
         runs[column] = runs[column].fillna(default) if column in runs else default
     return runs.reset_index(drop=True)
+
+
+def search_winners(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` without the search samples that did not win their search (repeats of a winner stay)."""
+    column = names.tag_column(names.SEARCH)
+    if column not in runs or runs[column].isna().all():
+        return runs
+    best = {group: run.run_id for group, run in best_samples(SearchRun.of_row(row) for _, row in runs.iterrows()).items()}
+    winners = runs[runs["run_id"].isin(best.values())]
+    won_jobs = tuple(f"{job}-seed=" for job in winners[names.tag_column(names.JOB)])
+
+    def kept(row) -> bool:
+        if pd.isna(row[column]):
+            return True
+        if row.get(names.tag_column(names.SEARCH_ROLE)) == REPEAT:
+            return str(row.get(names.tag_column(names.JOB), "")).startswith(won_jobs) if won_jobs else False
+        return row["run_id"] in best.values()
+    return runs[runs.apply(kept, axis=1).astype(bool)] if len(runs) else runs
 
 
 def resolutions_of(run: pd.Series) -> list[int]:

@@ -19,6 +19,9 @@ STATUS_STATES = """Where each job of a suite stands, from MLflow and the job che
   interrupted  its run was stopped by Ctrl-C (KILLED), or was running or queued but
                the command driving it is gone; run the same `resolab run` again
                to resume it
+  stopped      a sample of the suite's search that its scheduler stopped early
+               (FINISHED, no matrix, checkpoint kept); `resolab run
+               --resume-stopped` trains it to the end
   failed       its newest run failed; the reason is shown
   pending      not started yet
 Each job's line shows its MLflow run id (a done job's is what `resolab export`
@@ -49,9 +52,10 @@ def run_command(args) -> int:
     from orchestrator.cluster.suite import RunOptions, run_suite  # Ray, MLflow, torch: seconds
 
     options = RunOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
-                         reuse=not args.no_reuse)
+                         reuse=not args.no_reuse, resume_stopped=args.resume_stopped)
     outcome = run_suite(suite, options)
-    logger.info(f"finished {len(outcome.finished)}, skipped (already finished) {len(outcome.skipped)}, "
+    stopped = f"stopped early by the search {len(outcome.stopped)}, " if suite.search is not None else ""
+    logger.info(f"finished {len(outcome.finished)}, {stopped}skipped (already finished) {len(outcome.skipped)}, "
           f"copied from other suites {len(outcome.reused)}, "
           f"failed {len(outcome.failed)}")
     if outcome.overhead_line():
@@ -113,6 +117,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--no-reuse", action="store_true",
                    help="train every job, even one whose config already finished in another suite "
                         "(by default that run is copied into this suite)")
+    p.add_argument("--resume-stopped", action="store_true",
+                   help="train the search samples that a scheduler stopped early to their end (by default a "
+                        "rerun leaves them stopped)")
     p.set_defaults(func=run_command)
 
     p = sub.add_parser("evaluate", help="evaluate a suite's jobs from models already trained (same training "

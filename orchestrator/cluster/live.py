@@ -57,6 +57,9 @@ class LiveView(Callback):
         self.processes.add((result.get("node_ip"), result.get("pid")))  # Tune adds both to every result
         if result.get("failed"):
             self.state[name] = "failed"
+        elif result.get("done") and "epoch" in result:  # an epoch report on which the suite's search stopped the job
+            self.state[name] = "stopped"
+            self.job_seconds.append(now - self.progress.get(name, {}).get("started", self.start))
         elif result.get("done"):
             self.state[name] = "done"
             self.finished(name, now)
@@ -101,11 +104,13 @@ class LiveView(Callback):
             self.stream.flush()
 
     def line(self) -> str:
-        counts = {s: sum(1 for v in self.state.values() if v == s) for s in ("done", "running", "failed", "pending")}
+        counts = {s: sum(1 for v in self.state.values() if v == s)
+                  for s in ("done", "stopped", "running", "failed", "pending")}
         total = len(self.state) + self.already_done
         elapsed = time.monotonic() - self.start
+        stopped = f"  stopped {counts['stopped']}" if counts["stopped"] else ""
         parts = [f"[{self.suite_name} {int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] "
-                 f"done {counts['done'] + self.already_done}/{total}  running {counts['running']}  "
+                 f"done {counts['done'] + self.already_done}/{total}{stopped}  running {counts['running']}  "
                  f"failed {counts['failed']}  pending {counts['pending']}"]
         for name, state in self.state.items():
             p = self.progress.get(name, {})

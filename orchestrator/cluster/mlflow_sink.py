@@ -107,6 +107,8 @@ class SuiteTracking:
                 prepared.copied.append(job)
             elif job.hash in unfinished:
                 run_ids[job.name] = unfinished[job.hash]
+                if job.hash in snapshot.stopped_here:  # --resume-stopped: the sample trains on in its run
+                    self.client.delete_tag(run_ids[job.name], names.EARLY_STOPPED)
                 self.client.set_tag(run_ids[job.name], names.PARENT_RUN, self.parent_id)
                 self.client.update_run(run_ids[job.name], status="SCHEDULED")
             else:
@@ -263,13 +265,19 @@ def driver_gone(tags: dict[str, str], now: float) -> str | None:
 
 
 class MlflowSink(Callback):
-    """Per-epoch metrics, the final matrix and the job's status, from trial reports to the child runs."""
+    """Per-epoch metrics, the final matrix and the job's status, from trial reports to the child runs.
 
-    def __init__(self, client: MlflowClient, run_ids: dict[str, str], parent_id: str):
+    ``stopped``: job name -> epochs trained, for the search samples the suite's scheduler stops
+    (``SearchScheduler.stopped``, filled before Tune hands the stopping report to callbacks)."""
+
+    def __init__(self, client: MlflowClient, run_ids: dict[str, str], parent_id: str,
+                 stopped: dict[str, int] | None = None):
         self.client, self.run_ids, self.parent_id = client, run_ids, parent_id
+        self.stopped = stopped if stopped is not None else {}
         self.last_heartbeat = time.monotonic()
         self.failures: dict[str, str] = {}
         self.finished: set[str] = set()
+        self.stopped_early: set[str] = set()
         self.busy_seconds = 0.0  # time jobs spent in training epochs and matrix evaluation
 
     def on_step_end(self, iteration, trials, **info):
@@ -289,17 +297,19 @@ class MlflowSink(Callback):
         run_id = self.run_ids[name]
         if result.get("failed"):
             self._fail(name, result["failed"])
-        elif result.get("done"):
-            if result.get("result_dir") is not None:  # the job's result folder (orchestrator.engine.results)
-                with fetched_result(result["result_dir"]) as outcome:  # a path or an object-store URI
-                    self.record_result(name, run_id, outcome)
-        else:
-            step = int(result.get("epoch", 0))
+        elif "epoch" in result:  # an epoch's report (Tune marks it done when the search stops the job)
+            step = int(result["epoch"])
             metrics = [mlflow.entities.Metric(k, float(v), int(time.time() * 1000), step)
                        for k, v in result.items() if k.startswith(EPOCH_KEYS) and isinstance(v, (int, float))]
             if metrics:
                 self.client.log_batch(run_id, metrics=metrics)
             self.busy_seconds += float(result.get("epoch_time_s", 0.0)) + float(result.get("val_time_s", 0.0))
+            if result.get("done") and name in self.stopped:
+                self.record_stop(name, run_id, self.stopped[name])
+        elif result.get("done"):
+            if result.get("result_dir") is not None:  # the job's result folder (orchestrator.engine.results)
+                with fetched_result(result["result_dir"]) as outcome:  # a path or an object-store URI
+                    self.record_result(name, run_id, outcome)
 
     def record_result(self, name: str, run_id: str, outcome: JobOutcome) -> None:
         """A finished job's result folder into its run: cell metrics, MAdds and the matrix/ artifacts."""
@@ -312,6 +322,13 @@ class MlflowSink(Callback):
                    predictions=outcome.predictions, gap_cdf=outcome.matrix.gap_cdf)
         self.client.set_terminated(run_id, status="FINISHED")
         self.finished.add(name)
+
+    def record_stop(self, name: str, run_id: str, epochs: int) -> None:
+        """A search sample its scheduler stopped: FINISHED without a matrix, tagged with the epochs it trained;
+        its checkpoint stays in its folder (``--resume-stopped`` trains on from it)."""
+        self.client.set_tag(run_id, names.EARLY_STOPPED, str(epochs))
+        self.client.set_terminated(run_id, status="FINISHED")
+        self.stopped_early.add(name)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._fail(trial.config["job"], _error_text(trial))

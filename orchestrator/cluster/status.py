@@ -1,6 +1,7 @@
 """``resolab status``: where each job of a suite stands, from MLflow and the job checkpoints."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from mlflow.exceptions import MlflowException
@@ -54,12 +55,26 @@ def job_runs(suite, tracking_uri: str | None = None, now: float | None = None) -
                 state, detail = "interrupted", f"{drivers[parent]}; run the same `resolab run` again to resume"
         elif state == "interrupted":
             detail = detail or "its run was killed; run the same `resolab run` again to resume"
+        elif state == "done" and run.data.tags.get(names.EARLY_STOPPED):
+            state = "stopped"
+            detail = "stopped early by its search; `resolab run --resume-stopped` trains it to the end"
         elif state == "done" and run.data.tags.get(names.REUSED_FROM):
             detail = f"copied from run {run.data.tags[names.REUSED_FROM]}"
         elif state == "done" and run.data.tags.get(names.EVALUATED_FROM):
             detail = f"evaluated from the model trained by run {run.data.tags[names.EVALUATED_FROM]}"
         states[job.name] = (state, detail, run.info.run_id)
     return states
+
+
+def with_repeats(suite, tracking_uri: str | None):
+    """The suite with the repeats of its searches' winners (``search.repeat``) that are known by now."""
+    if suite.search is None or suite.search.repeat <= 1:
+        return suite
+    from orchestrator.cluster.search_repeats import repeats_of_best
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    experiment = client.get_experiment_by_name(suite.name)
+    runs = client.search_runs([experiment.experiment_id], names.JOB_FILTER, max_results=50000) if experiment else []
+    return dataclasses.replace(suite, jobs=[*suite.jobs, *repeats_of_best(suite, runs, say=lambda line: None)])
 
 
 def driver_gone(client: MlflowClient, parent_id: str, now: float) -> str | None:
@@ -84,6 +99,7 @@ def checkpoint_epoch(folder: str) -> int | None:
 
 
 def suite_status(suite, tracking_uri: str | None = None, storage: str | None = None) -> str:
+    suite = with_repeats(suite, tracking_uri)
     states = job_runs(suite, tracking_uri)
     storage = storage or default_storage()
     models = None  # the store's finished models, looked up once a job is found pending
@@ -104,7 +120,8 @@ def suite_status(suite, tracking_uri: str | None = None, storage: str | None = N
         run = f"run {run_id}" if run_id else "no run yet"
         lines.append(f"  {state:<11} {job.name:<{width}}  {run}" + (f"  ({detail})" if detail else ""))
     counts = {s: sum(1 for st, _, _ in states.values() if st == s)
-              for s in ("done", "running", "interrupted", "failed", "pending")}
-    head = (f"{suite.name}: done {counts['done']}/{len(suite.jobs)}  running {counts['running']}  "
+              for s in ("done", "stopped", "running", "interrupted", "failed", "pending")}
+    stopped = f"  stopped {counts['stopped']}" if suite.search is not None else ""
+    head = (f"{suite.name}: done {counts['done']}/{len(suite.jobs)}{stopped}  running {counts['running']}  "
             f"interrupted {counts['interrupted']}  failed {counts['failed']}  pending {counts['pending']}")
     return "\n".join([head, *lines])

@@ -52,6 +52,7 @@ class RunOptions:
     storage: str | None = None  # checkpoints; must be shared storage on a multi-node cluster
     live_interval: float = 10.0
     reuse: bool = True  # copy finished runs of the same config hash from other suites instead of training
+    resume_stopped: bool = False  # train the search samples stopped early to their end
 
 
 @dataclass
@@ -62,11 +63,24 @@ class SuiteOutcome:
     evaluated: list[str] = field(default_factory=list)  # finished by evaluating a model trained before, no training
     untrained: dict[str, str] = field(default_factory=dict)  # `resolab evaluate`: job -> why it has no model
     failed: dict[str, str] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)  # search samples its scheduler stopped early, this invocation
     max_running: int = 0  # most jobs seen running at once
     wall_s: float = 0.0  # from Ray start-up to the end of the last job
     trial_s: float = 0.0  # summed over jobs: trial start to final report, as the driver saw it
     train_s: float = 0.0  # summed over jobs: inside training epochs and matrix evaluation
     trial_processes: int = 0  # processes the trials ran in: one per slot when Tune reuses them
+
+    def add(self, later: "SuiteOutcome") -> "SuiteOutcome":
+        """This outcome followed by a later round's (a search's repeats) of the same invocation."""
+        for name in ("finished", "skipped", "reused", "evaluated", "stopped"):
+            getattr(self, name).extend(getattr(later, name))
+        self.failed.update(later.failed)
+        self.untrained.update(later.untrained)
+        self.max_running = max(self.max_running, later.max_running)
+        self.trial_processes = max(self.trial_processes, later.trial_processes)
+        for name in ("wall_s", "trial_s", "train_s"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        return self
 
     def overhead_line(self) -> str:
         """Where the time went: the rest of each trial is start-up, data set-up, reporting, MLflow."""
@@ -149,7 +163,9 @@ def prepare_storage(options: RunOptions) -> str:
 
 
 def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
-    """``stream``: where the live progress line goes (default stdout); the suite's other lines are logged."""
+    """``stream``: where the live progress line goes (default stdout); the suite's other lines are logged.
+    A suite whose search has ``repeat: N`` runs a second round once its samples are done: each search's
+    best sample with N - 1 more seeds (``orchestrator.cluster.search_repeats``)."""
     from orchestrator.data.loaders import check_suite_data
     from orchestrator.cluster.mlflow_sink import SuiteTracking
 
@@ -159,21 +175,37 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
     check_store(uri)
     storage = prepare_storage(options)
     tracking = SuiteTracking(uri, suite, command=" ".join(shlex.quote(a) for a in sys.argv))
+    for run_id, why in tracking.ended_parents.items():
+        logger.info(f"suite run {run_id} ended as KILLED: {why}")
     with tracking.killed_on_interrupt():
-        # --no-reuse trains everything anew: it neither copies finished runs nor evaluates their models.
-        snapshot, _ = read_snapshot(tracking.client, tracking.experiment_id, suite.jobs, suite.name, storage,
-                                    reuse=options.reuse)
-        prepared = tracking.carry_out(plan_jobs(suite.jobs, snapshot, reuse=options.reuse), snapshot)
-        done, copied, run_ids = prepared.done, prepared.copied, prepared.run_ids
-        from_others = [name for name, e in prepared.evaluations.items() if e.model is not None]
-        outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
-        for run_id, why in tracking.ended_parents.items():
-            logger.info(f"suite run {run_id} ended as KILLED: {why}")
-        logger.info(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied "
-                    f"from other suites' finished runs, {len(from_others)} to evaluate from models trained by other "
-                    f"jobs, {len(run_ids) - len(from_others)} to run; tracking {uri}")
-        outcome = run_trials(suite, tracking, run_ids, checkpoints_of(prepared.evaluations), storage, options,
-                             outcome, stream)
+        repeats = suite.search is not None and suite.search.repeat > 1
+        outcome = _run_round(suite, tracking, storage, options, stream, last=not repeats)
+        if repeats:
+            from orchestrator.cluster.search_repeats import repeats_of_best
+            jobs = repeats_of_best(suite, tracking.job_runs(), failed=outcome.failed)
+            outcome.add(_run_round(dataclasses.replace(suite, jobs=jobs), tracking, storage, options, stream,
+                                   last=True))
+    return outcome
+
+
+def _run_round(suite, tracking, storage: str, options: RunOptions, stream, last: bool) -> SuiteOutcome:
+    """Plan ``suite.jobs`` from one snapshot of the store, record the plan and run the trials; ``last``:
+    the invocation's parent run ends with this round."""
+    # --no-reuse trains everything anew: it neither copies finished runs nor evaluates their models.
+    snapshot, _ = read_snapshot(tracking.client, tracking.experiment_id, suite.jobs, suite.name, storage,
+                                reuse=options.reuse)
+    decisions = plan_jobs(suite.jobs, snapshot, reuse=options.reuse, resume_stopped=options.resume_stopped)
+    prepared = tracking.carry_out(decisions, snapshot)
+    done, copied, run_ids = prepared.done, prepared.copied, prepared.run_ids
+    from_others = [name for name, e in prepared.evaluations.items() if e.model is not None]
+    outcome = SuiteOutcome(skipped=[j.name for j in done], reused=[j.name for j in copied])
+    resumed = {j.name for j in suite.jobs if j.hash in snapshot.stopped_here and j.name in run_ids}
+    stopped = f", {len(resumed)} stopped early by the search to train to the end" if resumed else ""
+    logger.info(f"suite {suite.name}: {len(suite.jobs)} jobs, {len(done)} already finished, {len(copied)} copied "
+                f"from other suites' finished runs, {len(from_others)} to evaluate from models trained by other "
+                f"jobs, {len(run_ids) - len(from_others)} to run{stopped}; tracking {tracking.uri}")
+    outcome = run_trials(suite, tracking, run_ids, checkpoints_of(prepared.evaluations), storage, options,
+                         outcome, stream, finish=last, run_to_end=resumed)
     outcome.evaluated = [name for name in from_others if name in outcome.finished]
     return outcome
 
@@ -225,17 +257,20 @@ def evaluation_job(job):
 
 
 def run_trials(suite, tracking, run_ids, evaluate_only: dict[str, str], storage: str,
-               options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
+               options: RunOptions, outcome: SuiteOutcome, stream, finish: bool = True,
+               run_to_end: set[str] = frozenset()) -> SuiteOutcome:
     """One Tune trial per job of ``run_ids`` (``JobRuns``: job name -> MLflow run), recorded by the driver;
     ``evaluate_only``: job name -> the final checkpoint it only evaluates, run on one worker and first
-    (minutes each).
+    (minutes each); ``finish``: end the invocation's parent run afterwards; ``run_to_end``: search samples
+    the suite's scheduler leaves alone (``--resume-stopped``).
     Ctrl-C ends this invocation's unfinished runs as KILLED (``resolab evaluate`` comes here too)."""
     with tracking.killed_on_interrupt():
-        return _run_trials(suite, tracking, run_ids, evaluate_only, storage, options, outcome, stream)
+        return _run_trials(suite, tracking, run_ids, evaluate_only, storage, options, outcome, stream, finish,
+                           run_to_end)
 
 
 def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, str], storage: str,
-                options: RunOptions, outcome: SuiteOutcome, stream) -> SuiteOutcome:
+                options: RunOptions, outcome: SuiteOutcome, stream, finish: bool, run_to_end: set[str]) -> SuiteOutcome:
     from ray import tune
 
     from orchestrator.cluster.live import LiveView
@@ -251,7 +286,8 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, str], storage
     todo = sorted((evaluation_job(j) if j.name in evaluate_only else j for j in suite.jobs if j.name in run_ids),
                   key=lambda j: (j.name in evaluate_only, estimated_cost(j)), reverse=True)
     if not todo:
-        tracking.finish_suite(failed=False)
+        if finish:
+            tracking.finish_suite(failed=False)
         return outcome
     for job in todo:  # what a later evaluation looks for (also on runs begun before these tags existed)
         folder = evaluate_only.get(job.name) or job_dir(storage, suite.name, job.name, job.hash)
@@ -264,7 +300,8 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, str], storage
     jobs = {j.name: {"config": j.config.to_dict(), "hash": j.hash,
                      "evaluate": evaluate_only.get(j.name)} for j in todo}
     by_name = {j.name: j for j in todo}
-    sink = MlflowSink(tracking.client, run_ids, parent_id)
+    scheduler = search_scheduler(suite, todo, run_to_end)
+    sink = MlflowSink(tracking.client, run_ids, parent_id, stopped=scheduler.stopped if scheduler else None)
     slots = max_concurrency(todo, ray.cluster_resources())
     live = LiveView(suite.name, {j.name: j.config.train.epochs for j in todo}, {j.name: cost(j) for j in todo},
                     already_done=len(outcome.skipped) + len(outcome.reused), slots=slots,
@@ -280,7 +317,7 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, str], storage
         # starts clean (ray_job.job_trial), so its numbers do not depend on the jobs run before it. Not
         # with multi-worker jobs: with reuse, three 2-worker jobs run one after another from one trial process
         # did not finish in 400 s (Ray 2.60; 80 s without).
-        tune_config=tune.TuneConfig(max_concurrent_trials=slots,
+        tune_config=tune.TuneConfig(max_concurrent_trials=slots, scheduler=scheduler,
                                     reuse_actors=all(j.config.resources.workers == 1 for j in todo)),
         run_config=tune.RunConfig(
             name=f"{suite.name}-{parent_id[:8]}", storage_path=storage, verbose=0,
@@ -297,8 +334,18 @@ def _run_trials(suite, tracking, run_ids, evaluate_only: dict[str, str], storage
     outcome.trial_processes = len(live.processes)
     outcome.failed = dict(sink.failures)
     outcome.finished = [n for n in by_name if n in sink.finished]
+    outcome.stopped = [n for n in by_name if n in sink.stopped_early]
     for name in by_name:
-        if name not in sink.finished and name not in outcome.failed:
+        if name not in sink.finished and name not in sink.stopped_early and name not in outcome.failed:
             outcome.failed[name] = "ended without a result (see the Ray logs under /tmp/ray/session_latest/logs)"
-    tracking.finish_suite(failed=bool(outcome.failed))
+    if finish:
+        tracking.finish_suite(failed=bool(outcome.failed))
     return outcome
+
+
+def search_scheduler(suite, todo, run_to_end: set[str]):
+    """The suite's search scheduler for the jobs of ``todo`` (None when none of them is a search sample)."""
+    if suite.search is None or not any(j.search is not None and j.name not in run_to_end for j in todo):
+        return None
+    from orchestrator.cluster.search_scheduler import SearchScheduler
+    return SearchScheduler(suite.search, todo, exclude=run_to_end)

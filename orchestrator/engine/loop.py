@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from analysis.matrix import diagonal_top1
+from backbones.complexity import training_madds
 from backbones.preprocess import normalize_on_device
 from jobspec import ConfigError, JobConfig
 from methods import LossOutput, Method, build_method
@@ -338,6 +339,9 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
     optimizer = build_optimizer(cfg, method, net)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    # Compute per epoch (1e12 multiply-adds, forward): what a search's scheduler may measure progress in.
+    images_per_epoch = steps_per_epoch * per_worker_batch * runtime.world_size
+    compute_per_epoch = images_per_epoch * training_madds(net, cfg.data.resolutions) / 1e12
 
     start_epoch, history = 0, []
     resume_dir = runtime.restore()
@@ -349,13 +353,13 @@ def train(cfg: JobConfig, runtime: Runtime, job_hash: str) -> TrainedJob:
         ckpt.set_rng_state(saved["rng"])
         start_epoch, history = int(saved["epoch"]) + 1, list(saved.get("history", []))
         runtime.log(f"resumed from {resume_dir} after epoch {saved['epoch'] + 1} of {cfg.train.epochs}")  # counted from 1, as in the live view
-
     scaler = build_grad_scaler(cfg, device)
     state = TrainState(net=net, model=runtime.wrap(net), method=method, optimizer=optimizer,
                        scheduler=scheduler, scaler=scaler,
                        watch=DivergenceWatch(cfg) if cfg.train.check_every > 1 else None)
     for epoch in range(start_epoch, cfg.train.epochs):
         metrics = {"epoch": epoch, "start_epoch": start_epoch, "world_size": runtime.world_size,
+                   "compute": (epoch + 1) * compute_per_epoch,
                    **train_epoch(state, loader, cfg, runtime, epoch, steps_per_epoch),
                    **method.epoch_metrics(net)}
         if runtime.rank == 0:
