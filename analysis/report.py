@@ -69,8 +69,11 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+FIGURE_FILES = ("heatmap.png", "acc_vs_test_res.png", "acc_vs_madds.png")
+
+
 def write_matrix_figures(matrix: Matrix, folder: Path, madds: dict[int, int] | None = None, title: str = "") -> list[Path]:
-    """heatmap.png, acc_vs_test_res.png and (with MAdds) acc_vs_madds.png into ``folder``."""
+    """heatmap.png, acc_vs_test_res.png and (with MAdds) acc_vs_madds.png (``FIGURE_FILES``) into ``folder``."""
     from analysis import plots  # matplotlib only when figures are drawn
 
     written = []
@@ -78,22 +81,25 @@ def write_matrix_figures(matrix: Matrix, folder: Path, madds: dict[int, int] | N
         table = matrix.table(FIXED_MODE)
         rows = [r for r in table.index if r != "adaptive"]
         fig = plots.heatmap(table, marked_cells(rows, table.columns), title=f"{title} top-1 (%), fixed".strip())
-        written.append(plots.save(fig, folder / "heatmap.png"))
+        written.append(plots.save(fig, folder / FIGURE_FILES[0]))
     curves = plots.matrix_curves(matrix.frame)
     fig = plots.accuracy_vs_test_resolution(curves, title=f"{title} top-1 vs test resolution".strip())
-    written.append(plots.save(fig, folder / "acc_vs_test_res.png"))
+    written.append(plots.save(fig, folder / FIGURE_FILES[1]))
     if madds:
         fig = plots.accuracy_vs_madds(plots.matrix_curves(matrix.frame, madds={int(k): v for k, v in madds.items()}),
                                       title=f"{title} top-1 vs MAdds".strip())
-        written.append(plots.save(fig, folder / "acc_vs_madds.png"))
+        written.append(plots.save(fig, folder / FIGURE_FILES[2]))
     return written
 
 
 def log_matrix(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None = None, title: str = "",
-               predictions: pd.DataFrame | Path | str | None = None, gap_cdf: pd.DataFrame | None = None) -> None:
+               predictions: pd.DataFrame | Path | str | None = None, gap_cdf: pd.DataFrame | None = None,
+               figures: list[Path] | None = None) -> None:
     """Cell metrics plus the ``matrix/`` artifacts of one finished job. ``predictions``: the per-image
     frame, or a ``predictions.parquet`` file written elsewhere (a Ray worker's job directory); by
-    default ``matrix.predictions``."""
+    default ``matrix.predictions``. ``figures``: the figure files drawn already (by the worker that
+    evaluated the job, so that a suite's driver does not draw a thousand jobs' figures one by one);
+    None: drawn here."""
     frame = _typed(matrix.frame)
     log_matrix_metrics(client, run_id, Matrix(frame), madds)
     predictions = matrix.predictions if predictions is None else predictions
@@ -102,7 +108,10 @@ def log_matrix(client, run_id: str, matrix: Matrix, madds: dict[int, int] | None
         folder = Path(tmp)
         frame.to_parquet(folder / MATRIX_PARQUET, index=False)
         frame.to_csv(folder / MATRIX_CSV, index=False)
-        write_matrix_figures(Matrix(frame), folder, madds, title)
+        if figures is None:
+            write_matrix_figures(Matrix(frame), folder, madds, title)
+        for figure in figures or []:
+            shutil.copyfile(figure, folder / Path(figure).name)
         if isinstance(predictions, pd.DataFrame):
             write_predictions(predictions, folder / PREDICTIONS_NAME)
         elif predictions is not None and Path(predictions).is_file():

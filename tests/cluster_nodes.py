@@ -135,7 +135,10 @@ def node_env() -> dict[str, str]:
                # The GCS declares a silent node dead after 3 missed checks of 0.5 s (Ray's defaults: 5 of
                # 3 s): a lost node is noticed in seconds, as a test can afford to wait.
                RAY_health_check_period_ms="500", RAY_health_check_timeout_ms="500",
-               RAY_health_check_failure_threshold="3")
+               RAY_health_check_failure_threshold="3",
+               # Ray Train's controller polls a DDP job's workers every 0.5 s (default 2 s): a rank that
+               # exits, and the end of each job, are seen sooner.
+               RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5")
     return env
 
 

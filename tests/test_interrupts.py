@@ -136,46 +136,75 @@ def job_runs(db: Path) -> dict[str, list]:
     return {kind: [r for r in runs if r.data.tags.get("resolab.kind") == kind] for kind in ("suite", "job")}
 
 
-@pytest.mark.parametrize("whole_group", [False, True], ids=["driver", "terminal"])
-def test_ctrl_c_during_a_suite_is_an_interrupt_not_a_failure(home, tmp_path, capsys, ray_head, whole_group):
+def test_ctrl_c_during_a_suite_is_an_interrupt_not_a_failure(home, tmp_path, capsys, ray_head, monkeypatch,
+                                                              empty_db):
     """``driver``: SIGINT to `resolab run` alone (kill -INT PID), a driver on the session's Ray (whose
     start it saves); ``terminal``: to its whole process group, as Ctrl-C in a terminal does, with the
-    local Ray the command starts, whose processes get it too."""
-    suite = tmp_path / "ctrlc.yaml"
-    suite.write_text(yaml.safe_dump({"name": "ctrlc", "job": JOB, "grid": {"train.lr": [0.05, 0.02]}}))
+    local Ray the command starts, whose processes get it too. Both at once, each with a project folder of
+    its own: most of each is waiting (Ray's start, the trials' start, the shutdown), which the other fills."""
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    joins = [] if whole_group else ["--address", ray_head]
-    # A background shell makes its children ignore SIGINT; a terminal's foreground command does not.
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "run", str(suite), *joins], cwd=REPO,
-                            env={**environment, "RESOLAB_HOME": str(home)}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    db = home / "mlflow.db"
-    deadline = time.monotonic() + 240
-    while not any(r.info.status == "RUNNING" for r in job_runs(db).get("job", []) if db.exists()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    time.sleep(3)  # the job trains
-    if whole_group:
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out + err
-    assert "Traceback" not in out + err and "FAILED" not in out + err
-    assert err.strip().splitlines() == [
-        "resolab: interrupted; what finished is kept. Run the same command again to go on from there."]
+    cases = {"driver": False, "terminal": True}
+    homes, suites, procs = {}, {}, {}
+    for case, whole_group in cases.items():
+        homes[case] = home.parent / f"home-{case}"
+        homes[case].mkdir()  # with the store made: a copy of the session's migrated empty one
+        (homes[case] / "mlflow.db").write_bytes(empty_db.read_bytes())
+        suites[case] = tmp_path / case / "ctrlc.yaml"
+        suites[case].parent.mkdir()
+        suites[case].write_text(yaml.safe_dump({"name": "ctrlc", "job": JOB, "grid": {"train.lr": [0.05, 0.02]}}))
+        joins = [] if whole_group else ["--address", ray_head]
+        # A background shell makes its children ignore SIGINT; a terminal's foreground command does not.
+        procs[case] = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli.main", "run", str(suites[case]), *joins], cwd=REPO,
+            env={**environment, "RESOLAB_HOME": str(homes[case])}, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        training_since: dict[str, float] = {}  # case -> when a job of it was first seen RUNNING
+        signalled: set[str] = set()
+        while len(signalled) < len(cases):
+            for case, whole_group in cases.items():
+                if case in signalled:
+                    continue
+                proc, db = procs[case], homes[case] / "mlflow.db"
+                if case not in training_since:
+                    if any(r.info.status == "RUNNING" for r in job_runs(db).get("job", []) if db.exists()):
+                        training_since[case] = time.monotonic()
+                    else:
+                        assert proc.poll() is None and time.monotonic() < deadline, (case, proc.communicate())
+                elif time.monotonic() - training_since[case] >= 3:  # the job trains
+                    if whole_group:
+                        os.killpg(proc.pid, signal.SIGINT)
+                    else:
+                        proc.send_signal(signal.SIGINT)
+                    signalled.add(case)
+            time.sleep(0.2)
+        outputs = {case: proc.communicate(timeout=120) for case, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
-    runs = job_runs(db)
-    assert [r.info.status for r in runs["suite"]] == ["KILLED"]
-    assert runs["job"] and {r.info.status for r in runs["job"]} == {"KILLED"}
-    assert {r.data.tags["resolab.error"] for r in runs["job"]} == {
-        "interrupted (Ctrl-C / SIGINT); run the same command again to resume"}
-    capsys.readouterr()
-    assert main(["status", str(suite)]) == 0
-    head, *lines = capsys.readouterr().out.splitlines()
-    assert head.startswith(f"ctrlc: done 0/2  running 0  interrupted {len(runs['job'])}  failed 0")
-    for run in runs["job"]:
-        line = next(ln for ln in lines if f" {run.data.tags['resolab.job']} " in ln)
-        assert line.split()[:4] == ["interrupted", run.data.tags["resolab.job"], "run", run.info.run_id]
-        assert "run the same command again to resume" in line
+    for case in cases:
+        proc, (out, err) = procs[case], outputs[case]
+        assert proc.returncode == 130, (case, out + err)
+        assert "Traceback" not in out + err and "FAILED" not in out + err, case
+        assert err.strip().splitlines() == [
+            "resolab: interrupted; what finished is kept. Run the same command again to go on from there."], case
+
+        runs = job_runs(homes[case] / "mlflow.db")
+        assert [r.info.status for r in runs["suite"]] == ["KILLED"], case
+        assert runs["job"] and {r.info.status for r in runs["job"]} == {"KILLED"}, case
+        assert {r.data.tags["resolab.error"] for r in runs["job"]} == {
+            "interrupted (Ctrl-C / SIGINT); run the same command again to resume"}, case
+        monkeypatch.setenv("RESOLAB_HOME", str(homes[case]))
+        capsys.readouterr()
+        assert main(["status", str(suites[case])]) == 0
+        head, *lines = capsys.readouterr().out.splitlines()
+        assert head.startswith(f"ctrlc: done 0/2  running 0  interrupted {len(runs['job'])}  failed 0"), case
+        for run in runs["job"]:
+            line = next(ln for ln in lines if f" {run.data.tags['resolab.job']} " in ln)
+            assert line.split()[:4] == ["interrupted", run.data.tags["resolab.job"], "run", run.info.run_id]
+            assert "run the same command again to resume" in line

@@ -44,7 +44,8 @@ def test_a_result_folder_is_recorded_as_the_matrix_it_holds(tiny_job, client, tm
     matrix, *_ = san_matrix_on_random_images(tiny_job)
     matrix.gap_cdf = gap_frame()
     madds = {40: 123456, 32: 65432, 28: 5000, 16: 1234}
-    folder = write_result(tmp_path / "jobs" / "san-abc", matrix, madds, num_classes=10, start_epoch=2, eval_time_s=1.5)
+    folder = write_result(tmp_path / "jobs" / "san-abc", matrix, madds, num_classes=10, start_epoch=2, eval_time_s=1.5,
+                          title="san")
 
     outcome = read_result(folder)
     pd.testing.assert_frame_equal(outcome.matrix.frame, matrix.frame)
@@ -66,6 +67,9 @@ def test_a_result_folder_is_recorded_as_the_matrix_it_holds(tiny_job, client, tm
     assert ours.keys() == theirs.keys() >= {"matrix.parquet", "matrix.csv", "predictions.parquet", "gap_cdf.parquet"}
     for name in ("matrix.parquet", "matrix.csv", "predictions.parquet", "gap_cdf.parquet"):
         assert ours[name] == theirs[name], name
+    # the figures are the ones the worker drew into the folder, not drawn again by the driver
+    assert [p.name for p in outcome.figures] == ["heatmap.png", "acc_vs_test_res.png", "acc_vs_madds.png"]
+    assert all(ours[p.name] == p.read_bytes() for p in outcome.figures)
 
 
 def test_a_later_result_without_optional_files_leaves_none_behind(tiny_job, tmp_path):
@@ -76,7 +80,8 @@ def test_a_later_result_without_optional_files_leaves_none_behind(tiny_job, tmp_
     write_result(folder, matrix, {}, num_classes=10, start_epoch=0, eval_time_s=0.0)
     outcome = read_result(folder)
     assert outcome.predictions is None and outcome.matrix.gap_cdf is None
-    assert sorted(p.name for p in folder.iterdir()) == ["matrix.parquet", RESULT_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == ["acc_vs_test_res.png", "heatmap.png", "matrix.parquet",
+                                                        RESULT_FILE]
 
 
 def test_evaluating_a_final_checkpoint_gives_the_numbers_of_the_job_that_trained_it(tiny_job, tmp_path):

@@ -3,6 +3,7 @@ their builders print from what the runs recorded (GAP quantiles for Fig. 3, chan
 for Fig. 5)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ SUITES = ("rsnets_table4", "rsnets_table6", "rsnets_fig3", "rsnets_fig5")
 
 
 @pytest.mark.slow
-def test_new_suites_smoke_run_and_their_tables_print(local_ray, home, tmp_path, capsys):
+def test_new_suites_smoke_run_and_their_tables_print(local_ray, home, tmp_path, capsys, empty_db):
+    shutil.copy(empty_db, tmp_path / "mlflow.db")  # migrated already
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     for stem in SUITES:
         path = REPO / "experiments" / f"{stem}.yaml"

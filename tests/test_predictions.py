@@ -159,7 +159,7 @@ def test_worker_writes_predictions_beside_its_checkpoints_and_the_driver_logs_th
     reports = []
     root = str(tmp_path) if storage == "folder" else request.getfixturevalue("s3_bucket")
     folder = files.join(root, "jobs", "san-abc")
-    _final_report(cfg, result, reports.append, folder, tmp_path / "scratch")
+    _final_report(cfg, result, reports.append, folder, tmp_path / "scratch", "san")
     (report,) = reports
     assert report == {"done": True, "result_dir": folder}  # only the folder travels
     with files.local_folder(folder, [PREDICTIONS_NAME]) as local:

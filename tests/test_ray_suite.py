@@ -1,8 +1,9 @@
-"""Suites on a real local Ray with a real MLflow store: DDP, concurrency, failures, restarts, clusters."""
+"""Suites on a real local Ray with a real MLflow store: concurrency, failures, restarts, a real MLflow server.
+DDP jobs (one rank on each of two nodes) run on the real multi-node cluster of tests/test_multinode.py."""
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +17,8 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cli.main import main as cli_main
 from jobspec import load_suite
 from records.store import TrackingUnavailable
-from orchestrator.cluster.trial_env import CRASH_EPOCH_ENV, CRASH_RANK_ENV
 from orchestrator.cluster.status import job_states
 from orchestrator.cluster.suite import RunOptions, run_suite
-from records.layout import job_dir
 from records.runs import DRIVER_GONE_AFTER_S
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,10 +55,11 @@ def runs_of(tracking_uri: str, suite: str):
     return client, client.search_runs([experiment.experiment_id], "tags.`resolab.kind` = 'job'") if experiment else []
 
 
-def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, home, tmp_path):
+def test_grid_runs_jobs_concurrently_and_a_diverging_job_fails_alone(local_ray, home, tmp_path, empty_db):
     # Jobs of a few seconds, long enough for two to be seen running at once whatever the machine's load.
     longer = {"train.divergence_threshold": 50.0, "train.epochs": 12, "train.max_steps_per_epoch": 6}
     path = write_suite(tmp_path, "grid", grid={"train.lr": [0.05, 0.02, 1.0e9]}, job_overrides=longer)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")  # migrated already
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, live_interval=60))
     assert outcome.max_running >= 2  # 0.5 CPU per job on 2 CPUs: several at once
@@ -175,69 +175,6 @@ def test_driver_killed_mid_suite_then_rerun_skips_finished_and_resumes(local_ray
             assert resumed_at == 4 or resumed_at in starts, (resumed_at, starts)
 
 
-# Ray's own cluster utilities, in a process of its own (this module's driver is on the session's Ray): a
-# head with 1 CPU, for the trials, and two 1-CPU worker nodes, so that each rank of a 2-worker job (1 CPU
-# each) runs on a node of its own and the jobs run one after another. argv: SUITE TRACKING_URI STORAGE.
-ON_TWO_SIMULATED_NODES = """
-import json, sys, ray
-from ray.cluster_utils import Cluster
-from jobspec import load_suite
-from orchestrator.cluster.suite import RunOptions, run_suite
-path, uri, storage = sys.argv[1:]
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-cluster.add_node(num_cpus=1)
-cluster.add_node(num_cpus=1)
-ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
-nodes = len([n for n in ray.nodes() if n["Alive"]])
-outcome = run_suite(load_suite(path), RunOptions(tracking_uri=uri, storage=storage, live_interval=60))
-ray.shutdown()
-cluster.shutdown()
-print("OUTCOME " + json.dumps({"nodes": nodes, "finished": outcome.finished, "failed": outcome.failed}))
-"""
-
-
-@pytest.mark.slow
-def test_ddp_jobs_on_two_nodes_finish_fail_alone_without_retries_or_resume_after_a_killed_rank(tmp_path):
-    """Two 2-worker DDP jobs, one rank on each of two simulated nodes (one cluster start and one Tune run
-    for both, which pay the same start-up): ``diverging`` fails without a retry though the job allows 3;
-    ``crashed`` loses rank 1 when epoch 1 is about to start, is retried from its checkpoint and finishes
-    both epochs as a 2-rank group."""
-    path = write_suite(tmp_path, "ddp", {"resources.workers": 2, "resources.cpus_per_worker": 1.0,
-                                         "train.epochs": 2, "train.divergence_threshold": 50.0,
-                                         "resources.max_failures": 3},
-                       cases={"diverging": {"train.lr": 1.0e9}, "crashed": {"train.seed": 1}})
-    jobs = {job.name.rsplit("-", 1)[1]: job for job in load_suite(path).jobs}
-    storage, uri = tmp_path / "ray", f"sqlite:///{tmp_path}/mlflow.db"
-    folder = {case: Path(job_dir(str(storage), "ddp", job.name, job.hash)) for case, job in jobs.items()}
-    # The fault fires once per job, the first time its rank 1 is about to start epoch 1, unless the
-    # job's folder holds the marker it leaves: `diverging` never gets past epoch 0.
-    env = {**os.environ, "RESOLAB_HOME": str(tmp_path / "home"), CRASH_EPOCH_ENV: "1", CRASH_RANK_ENV: "1"}
-    result = subprocess.run([sys.executable, "-c", ON_TWO_SIMULATED_NODES, str(path), uri, str(storage)],
-                            env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("OUTCOME ")]
-    assert lines, result.stdout[-3000:] + result.stderr[-3000:]
-    outcome = json.loads(lines[0].removeprefix("OUTCOME "))
-    assert outcome["nodes"] == 3
-    assert outcome["finished"] == [jobs["crashed"].name]
-    # Both ranks stop at the same step and report the reason; a retry (the job allows 3) would
-    # instead end in Ray's WorkerGroupError after four attempts.
-    assert list(outcome["failed"]) == [jobs["diverging"].name]
-    reason = outcome["failed"][jobs["diverging"].name]
-    assert reason.startswith("TrainingDiverged: loss diverged at epoch 1 of "), reason
-
-    client, runs = runs_of(uri, "ddp")
-    crashed = {r.data.tags["resolab.job"]: r for r in runs}[jobs["crashed"].name]
-    assert crashed.info.status == "FINISHED"
-    assert "acc1/train24_test20" in crashed.data.metrics
-    history = client.get_metric_history(crashed.info.run_id, "world_size")
-    # Every reported epoch ran as a 2-rank DDP group, the last one after the restart (epoch 0's report,
-    # made just before rank 1 exits, can be lost with the group: Ray Train polls its workers every 2 s).
-    assert 1 in {m.step for m in history} and {m.value for m in history} == {2.0}
-    assert (folder["crashed"] / ".crashed-rank1").exists()  # rank 1 did exit
-    starts = [m.value for m in client.get_metric_history(crashed.info.run_id, "start_epoch")]
-    assert max(starts) >= 1  # the restarted group resumed after epoch 0 instead of starting over
-
-
 @pytest.mark.slow
 def test_suite_records_into_a_real_mlflow_server(local_ray, home, tmp_path, mlflow_server):
     url, served = mlflow_server
@@ -252,10 +189,11 @@ def test_suite_records_into_a_real_mlflow_server(local_ray, home, tmp_path, mlfl
 
 
 @pytest.mark.slow
-def test_quickstart_smoke_runs_for_real_and_make_tables_prints_it(local_ray, home, tmp_path, capsys):
+def test_quickstart_smoke_runs_for_real_and_make_tables_prints_it(local_ray, home, tmp_path, capsys, empty_db):
     """The README's main job at its smoke setting, end to end: Ray, MLflow, then the tables."""
     from analysis.make_tables import main as make_tables
 
+    shutil.copy(empty_db, tmp_path / "mlflow.db")  # migrated already
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert cli_main(["run", str(REPO / "experiments" / "quickstart.yaml"), "--smoke", "--tracking-uri", uri]) == 0
     client, runs = runs_of(uri, "quickstart")

@@ -46,7 +46,7 @@ def test_a_result_published_to_s3_reads_back_the_same(s3_bucket, tmp_path):
 
     from analysis.matrix import Matrix
 
-    frame = pd.DataFrame({"train_res": [32, 32], "test_res": [32, 24], "mode": ["r32", "r32"],
+    frame = pd.DataFrame({"mode": ["fixed", "fixed"], "row": [32, 32], "test_res": [32, 24],
                           "top1": [50.0, 25.0], "top5": [90.0, 80.0]})
     local = write_result(tmp_path / "result", Matrix(frame), {32: 1000, 24: 560}, 10, 0, 1.5)
     location = storage.join(s3_bucket, "suite", "jobs", "j-1")
@@ -56,6 +56,8 @@ def test_a_result_published_to_s3_reads_back_the_same(s3_bucket, tmp_path):
     with fetched_result(location) as outcome:
         pd.testing.assert_frame_equal(outcome.matrix.frame, frame)
         assert (outcome.madds, outcome.num_classes, outcome.eval_time_s) == ({32: 1000, 24: 560}, 10, 1.5)
+        assert [p.read_bytes() for p in outcome.figures] == [(local / p.name).read_bytes() for p in outcome.figures]
+        assert len(outcome.figures) == 3  # heatmap, accuracy vs test resolution, vs MAdds
     with pytest.raises(FileNotFoundError, match="result.json"):
         with fetched_result(storage.join(s3_bucket, "suite", "jobs", "none")):
             pass

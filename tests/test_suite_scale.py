@@ -2,6 +2,8 @@
 computes exactly what it computes alone."""
 from __future__ import annotations
 
+import shutil
+
 from analysis.report import read_matrix
 from jobspec import load_suite
 from orchestrator.cluster.suite import RunOptions, run_suite
@@ -10,12 +12,13 @@ from orchestrator.engine.loop import LocalRuntime
 from tests.test_ray_suite import runs_of, write_suite
 
 
-def test_a_reused_trial_process_computes_each_job_as_if_alone(local_ray, home, tmp_path):
+def test_a_reused_trial_process_computes_each_job_as_if_alone(local_ray, home, tmp_path, empty_db):
     # Two CPUs a job on the session's two-CPU Ray: one slot, so the second job runs in the first one's process.
     # Different methods and seeds: a model, a random stream or a thread count left over would show.
     path = write_suite(tmp_path, "reused", {"resources.cpus_per_worker": 2},
                        cases=[{"method.name": "san", "train.seed": 3}, {"method.name": "rsnet", "train.seed": 4}])
     suite = load_suite(path)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")  # migrated already
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     outcome = run_suite(suite, RunOptions(tracking_uri=uri, storage=str(tmp_path / "storage")))
     assert (sorted(outcome.finished), outcome.failed) == (sorted(j.name for j in suite.jobs), {})

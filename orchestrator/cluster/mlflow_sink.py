@@ -319,7 +319,7 @@ class MlflowSink(Callback):
         values = {"num_classes": outcome.num_classes, "resumed_at_epoch": outcome.start_epoch}
         self.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in values.items()])
         log_matrix(self.client, run_id, outcome.matrix, madds=outcome.madds or None, title=name,
-                   predictions=outcome.predictions, gap_cdf=outcome.matrix.gap_cdf)
+                   predictions=outcome.predictions, gap_cdf=outcome.matrix.gap_cdf, figures=outcome.figures)
         self.client.set_terminated(run_id, status="FINISHED")
         self.finished.add(name)
 

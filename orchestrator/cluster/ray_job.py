@@ -136,9 +136,9 @@ class TrainRuntime(_RayRuntime):
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _final_report(cfg, result, report, stable: str, scratch: Path) -> None:
-    """The last report: rank 0 writes the matrix, predictions, GAP quantiles and MAdds per test
-    resolution, publishes them to the job's stable folder on storage and names it; the suite driver
+def _final_report(cfg, result, report, stable: str, scratch: Path, name: str) -> None:
+    """The last report: rank 0 writes the matrix, predictions, GAP quantiles, MAdds per test resolution
+    and the matrix's figures (titled with the job's ``name``), publishes them to the job's stable folder on storage and names it; the suite driver
     logs it to MLflow.
 
     Nothing large travels through Ray (ImageNet's per-image predictions are megabytes), no run ids or
@@ -149,7 +149,7 @@ def _final_report(cfg, result, report, stable: str, scratch: Path) -> None:
         madds = {t: count_madds(result.trained.net, t) for t in cfg.test_resolutions()}
         local = Path(stable) if not storage.is_remote(stable) else scratch / "result"
         write_result(local, result.matrix, madds, result.trained.num_classes, result.trained.start_epoch,
-                     result.eval_time_s)
+                     result.eval_time_s, title=name)
         folder = publish_result(local, stable)
     report({"done": True, "result_dir": folder})
 
@@ -173,7 +173,7 @@ def train_worker(config: dict) -> None:
             # them report and return, and Ray Train does not spend max_failures restarts on a hopeless job.
             ray.train.report({"done": True, "failed": f"{type(exc).__name__}: {exc}"})
             return
-        _final_report(cfg, result, ray.train.report, runtime.stable, scratch)
+        _final_report(cfg, result, ray.train.report, runtime.stable, scratch, config["name"])
 
 
 def job_trial(trial_config: dict, jobs: dict, storage_root: str, suite: str, env: dict[str, str]) -> None:
@@ -203,7 +203,7 @@ def job_trial(trial_config: dict, jobs: dict, storage_root: str, suite: str, env
         except DETERMINISTIC_ERRORS as exc:
             ray.tune.report({"done": True, "failed": f"{type(exc).__name__}: {exc}"})
             return
-        _final_report(cfg, result, ray.tune.report, stable, scratch)
+        _final_report(cfg, result, ray.tune.report, stable, scratch, trial_config["job"])
 
 
 def release_memory() -> None:
@@ -230,7 +230,7 @@ def _run_torch_trainer(cfg, spec, stable: str, storage_root: str, suite: str, na
         per_worker["GPU"] = cfg.resources.gpus_per_worker
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"job": spec["config"], "hash": spec["hash"], "stable_dir": stable},
+        train_loop_config={"job": spec["config"], "hash": spec["hash"], "stable_dir": stable, "name": name},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.resources.workers, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
