@@ -184,7 +184,8 @@ def run_suite(suite, options: RunOptions, stream=None) -> SuiteOutcome:
             from orchestrator.cluster.search_repeats import repeats_of_best
             jobs = repeats_of_best(suite, tracking.job_runs(), failed=outcome.failed)
             outcome.add(_run_round(dataclasses.replace(suite, jobs=jobs), tracking, storage, options, stream,
-                                   last=True))
+                                   last=False))
+            tracking.finish_suite(failed=bool(outcome.failed))  # both rounds' outcome ends the invocation's run
     return outcome
 
 
