@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -15,7 +15,8 @@ from ray.tune.schedulers import TrialScheduler
 from backbones.build import build_net
 from backbones.complexity import count_madds, training_madds
 from jobspec import ConfigError, load_suite
-from jobspec.search import REPEAT, SAMPLE
+from jobspec.expand import expand_jobs
+from jobspec.search import REPEAT, SAMPLE, parse_search
 from jobspec.naming import repeats_of
 from orchestrator.cluster.search_scheduler import SearchScheduler
 from records import names
@@ -111,12 +112,9 @@ def test_a_searched_key_cannot_also_be_a_grid_axis_and_the_cli_says_so_in_one_li
 
 def test_repeats_are_the_best_config_with_the_next_seeds():
     # a sample of seed 3: its repeats take seeds 4 and 5, and only the seed (and so the hash) differs
-    import jobspec.naming as naming
-    from jobspec.expand import expand_jobs
-    from jobspec.search import parse_search
     search = parse_search({**SEARCH, "num_samples": 1})
     job = expand_jobs({**JOB, "train": {"epochs": 4, "seed": 3}}, search=search)[0]
-    repeats = naming.repeats_of(job, 3)
+    repeats = repeats_of(job, 3)
     assert [r.config.train.seed for r in repeats] == [4, 5]
     assert [r.name for r in repeats] == [f"{job.name}-seed=4", f"{job.name}-seed=5"]
     assert all(r.search.role == REPEAT and r.search.group == job.search.group for r in repeats)
@@ -154,7 +152,6 @@ def epoch(e: int, acc: float, compute: float = 0.0) -> dict:
 
 
 def test_asha_stops_a_sample_only_against_its_own_search():
-    from jobspec.search import parse_search
     spec = parse_search(SEARCH)
     scheduler = SearchScheduler(spec, jobs(("a1", "A", 4), ("a2", "A", 4), ("b1", "B", 4)))
     a1, a2, b1 = trial("a1", "1"), trial("a2", "2"), trial("b1", "3")
@@ -172,7 +169,6 @@ def test_asha_stops_a_sample_only_against_its_own_search():
 
 
 def test_a_sample_in_its_last_epoch_is_never_stopped_and_resumed_samples_run_on():
-    from jobspec.search import parse_search
     spec = parse_search({**SEARCH, "scheduler": {"name": "asha", "grace_period": 2}})
     scheduler = SearchScheduler(spec, jobs(("a1", "A", 4), ("a2", "A", 2), ("a3", "A", 4)), exclude={"a3"})
     a1, a2, a3 = trial("a1", "1"), trial("a2", "2"), trial("a3", "3")
@@ -186,7 +182,6 @@ def test_a_sample_in_its_last_epoch_is_never_stopped_and_resumed_samples_run_on(
 
 
 def test_compute_as_time_attribute_compares_samples_at_equal_compute():
-    from jobspec.search import parse_search
     spec = parse_search({**SEARCH, "scheduler": {"name": "asha", "time_attr": "compute", "grace_period": 0.5}})
     scheduler = SearchScheduler(spec, jobs(("cheap", "A", 8), ("dear", "A", 8)))
     cheap, dear = trial("cheap", "1"), trial("dear", "2")
@@ -200,7 +195,6 @@ def test_compute_as_time_attribute_compares_samples_at_equal_compute():
 
 
 def test_median_rule_stops_a_sample_below_the_median_of_its_search():
-    from jobspec.search import parse_search
     spec = parse_search({**SEARCH, "scheduler": {"name": "median", "grace_period": 1, "min_samples_required": 2}})
     scheduler = SearchScheduler(spec, jobs(*((f"a{i}", "A", 4) for i in range(4)), ("b", "B", 4)))
     trials = [trial(f"a{i}", str(i)) for i in range(4)]
