@@ -175,7 +175,8 @@ def _search_samples(search: SearchSpec | None, job: Mapping, grid: Mapping, case
     listed = set(grid) | {k for _, values in case_list for k in values}
     for key, domain in search.space.items():
         if key in listed:
-            raise ConfigError(f"search.space: {key} is also a grid axis or a case value; search it or list it, not both")
+            raise ConfigError(f"search.space: {key} is also a grid axis or a case value; "
+                              "search it or list it, not both")
         for value in representative_values(domain):  # a distribution its key cannot take: one line, before any draw
             try:
                 _build_job(_apply_layers(job, [{key: value}]))

@@ -97,7 +97,8 @@ def parse_search(raw) -> SearchSpec | None:
         message = message_from(e, SearchSpec, raw, SEARCH_KEYS)
         raise ConfigError(f"search: {message}" if message.startswith("unknown") else f"search.{message}") from None
     if not METRIC.match(spec.metric):
-        raise ConfigError(f"search.metric: expected acc1/mean or acc1/r<resolution> (e.g. acc1/r32), got {show(spec.metric)}")
+        raise ConfigError("search.metric: expected acc1/mean or acc1/r<resolution> (e.g. acc1/r32), "
+                          f"got {show(spec.metric)}")
     if not spec.space:
         raise ConfigError("search.space is empty: give at least one key, e.g. train.lr: {loguniform: [0.003, 0.3]}")
     for key, domain in spec.space.items():

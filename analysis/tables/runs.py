@@ -65,16 +65,15 @@ def search_winners(runs: pd.DataFrame) -> pd.DataFrame:
     column = names.tag_column(names.SEARCH)
     if column not in runs or runs[column].isna().all():
         return runs
-    best = {group: run.run_id for group, run in best_samples(SearchRun.of_row(row) for _, row in runs.iterrows()).items()}
-    winners = runs[runs["run_id"].isin(best.values())]
-    won_jobs = tuple(f"{job}-seed=" for job in winners[names.tag_column(names.JOB)])
+    best = {run.run_id for run in best_samples(SearchRun.of_row(row) for _, row in runs.iterrows()).values()}
+    won_jobs = tuple(f"{job}-seed=" for job in runs[runs["run_id"].isin(best)][names.tag_column(names.JOB)])
 
     def kept(row) -> bool:
         if pd.isna(row[column]):
             return True
         if row.get(names.tag_column(names.SEARCH_ROLE)) == REPEAT:
             return str(row.get(names.tag_column(names.JOB), "")).startswith(won_jobs) if won_jobs else False
-        return row["run_id"] in best.values()
+        return row["run_id"] in best
     return runs[runs.apply(kept, axis=1).astype(bool)] if len(runs) else runs
 
 

@@ -26,6 +26,7 @@ SEED_PARAM = "params.train.seed"
 
 
 def search(runs: pd.DataFrame, commands=(), digits: int = 1) -> Table:
+    """The search table of the job runs of one suite (all of them: samples, stopped or not, and repeats)."""
     table = Table("search", "Search: the best configuration of each search, and the spread over its samples")
     notes = Notes(commands)
     column = names.tag_column(names.SEARCH)
@@ -38,8 +39,8 @@ def search(runs: pd.DataFrame, commands=(), digits: int = 1) -> Table:
     best = best_samples(rows.values())
     keys = searched_keys(runs)
     train = sorted({r for _, run in runs.iterrows() for r in resolutions_of(run)}, reverse=True)
-    header = ["search", *(k for k in keys), *(f"top-1 @{r}" for r in train), "metric", "best", "samples run to the end (min / median / max)",
-              "stopped early"]
+    header = ["search", *keys, *(f"top-1 @{r}" for r in train), "metric", "best",
+              "samples run to the end (min / median / max)", "stopped early"]
     body, points = [], {}
     for group in sorted(set(runs[column])):
         members = runs[runs[column] == group]
@@ -56,7 +57,8 @@ def search(runs: pd.DataFrame, commands=(), digits: int = 1) -> Table:
         for r in train:
             stat = notes.seen(value(seeds, FIXED_MODE, r, r)) if r in resolutions_of(won) else None
             cells.append(Cell(stat.text(digits)) if stat else missing_cell())
-        metric = notes.seen(Stat(tuple(float(v) for v in seeds[f"metrics.{winner.tags[names.SEARCH_METRIC]}"].dropna())))
+        values = seeds[f"metrics.{winner.tags[names.SEARCH_METRIC]}"].dropna()
+        metric = notes.seen(Stat(tuple(float(v) for v in values)))
         spread = " / ".join(format_fixed(v, digits) for v in (min(ended), _median(ended), max(ended)))
         cells += [Cell(winner.tags[names.SEARCH_METRIC]), Cell(metric.text(digits), marked=True),
                   Cell(f"{spread} (n={len(ended)})"), Cell(str(sum(s.stopped for s in samples)))]
@@ -116,7 +118,8 @@ def _figure(points: dict, keys: list[str]):
                            label=None if stopped else group)
         positive = [x for _, members in points.items() for row, _ in members
                     if (x := _number(row[f"params.{key}"])) is not None and x > 0]
-        if numeric and positive and len(positive) == sum(len(m) for m in points.values()) and max(positive) > 20 * min(positive):
+        every = sum(len(m) for m in points.values())
+        if numeric and positive and len(positive) == every and max(positive) > 20 * min(positive):
             ax.set_xscale("log")
         elif numeric:
             ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
