@@ -189,8 +189,8 @@ def _search_samples(search: SearchSpec | None, job: Mapping, grid: Mapping, case
 def _check_search_metric(search: SearchSpec, expanded: list[_Expanded]) -> None:
     """``acc1/r<res>`` needs every job of the search to train at that resolution (an I-Net row trains at one)."""
     res = search.metric_resolution()
-    for item in expanded:
-        if res is not None and res not in item.config.data.resolutions:
+    for item in expanded if res is not None else []:
+        if res not in item.config.data.resolutions:
             raise ConfigError(f"search.metric {search.metric}: a job of {item.point.describe()} trains at "
                               f"{item.config.data.resolutions} px, not {res}; use acc1/mean (each I-Net row is "
                               "ranked at its own resolution) or a resolution every job trains at")

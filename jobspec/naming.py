@@ -80,6 +80,11 @@ def name_jobs(expanded: list, grid: Mapping, case_list, smoke: bool = False,
     return _make_names_unique(jobs)
 
 
+def repeat_name(sample: str, seed: int | str = "") -> str:
+    """The name of a repeat of the sample job ``sample`` with ``seed`` (without it: the prefix of all)."""
+    return f"{sample}-seed={seed}"
+
+
 def repeats_of(job: Job, repeat: int) -> list[Job]:
     """A search's best sample ``job`` again with the next ``repeat - 1`` seeds (``search.repeat``): jobs of
     their own, named ``<job>-seed=<s>``; with the sample itself they make ``repeat`` seeds of one config."""
@@ -87,7 +92,7 @@ def repeats_of(job: Job, repeat: int) -> list[Job]:
     for seed in range(job.config.train.seed + 1, job.config.train.seed + repeat):
         config = job.config.model_copy(deep=True)
         config.train.seed = seed
-        name = f"{job.name}-seed={seed}"
+        name = repeat_name(job.name, seed)
         repeats.append(Job(name=name, config=config.validate(), hash=config_hash(config),
                            point={**job.point, "train.seed": seed}, group=name,
                            search=replace(job.search, role=REPEAT) if job.search else None))

@@ -61,7 +61,7 @@ class Suite:
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
         title = f"{self.name}: {len(self.jobs)} job{'s' * (len(self.jobs) != 1)} ({self.path})"
-        search = ["", *self.search_lines()] if self.search is not None else []
+        search = ["", *lines] if (lines := self.search_lines()) else []
         return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows), *search])
 
     def search_lines(self) -> list[str]:

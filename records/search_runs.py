@@ -14,7 +14,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from jobspec.search import SAMPLE
+from jobspec.naming import repeat_name
+from jobspec.search import REPEAT, SAMPLE
 from records import names
 
 
@@ -70,3 +71,15 @@ def best_samples(runs: Iterable[SearchRun]) -> dict[str, SearchRun]:
         if held is None or sign * run.value() > sign * held.value():
             best[run.search] = run
     return best
+
+
+def winners_with_repeats(runs: Iterable[SearchRun]) -> dict[str, list[SearchRun]]:
+    """Search name -> its winning sample, then the runs that repeat it with other seeds (``search.repeat``)."""
+    runs = list(runs)
+    found = {group: [run] for group, run in best_samples(runs).items()}
+    for run in runs:
+        winner = found.get(run.search, [None])[0]
+        if (run.role == REPEAT and winner is not None
+                and run.tags.get(names.JOB, "").startswith(repeat_name(winner.tags.get(names.JOB, "")))):
+            found[run.search].append(run)
+    return found

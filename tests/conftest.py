@@ -111,6 +111,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_or_kill(process: subprocess.Popen, timeout: float) -> None:
+    """Wait ``timeout`` s for a process asked to stop (its own session); then kill its whole group."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=15)
+
+
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -152,11 +161,7 @@ def served_mlflow(backend_uri: str, folder: Path):
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
+            wait_or_kill(process, 15)
 
 
 @pytest.fixture(scope="session")
@@ -221,11 +226,7 @@ def ray_head(tmp_path_factory):
         yield address_file.read_text()
     finally:
         process.stdin.close()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
+        wait_or_kill(process, 60)
 
 
 @pytest.fixture(scope="module")

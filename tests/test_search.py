@@ -235,3 +235,14 @@ def test_training_compute_counts_each_listed_resolution():
     net = build_net("resnet_tiny", 10, [32, 32, 24], small_input=True, width=4)
     assert training_madds(net, [32, 32, 24]) == 2 * count_madds(net, 32) + count_madds(net, 24)
     assert count_madds(net, 32) > count_madds(net, 24) > 0
+
+
+def test_scheduler_none_lets_every_sample_run_to_its_end():
+    spec = parse_search({**SEARCH, "scheduler": {"name": "none"}})
+    scheduler = SearchScheduler(spec, jobs(("a1", "A", 4), ("a2", "A", 4)))
+    a1, a2 = trial("a1", "1"), trial("a2", "2")
+    for t in (a1, a2):
+        scheduler.on_trial_add(None, t)
+    assert scheduler.on_trial_result(None, a1, epoch(0, 90.0)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, a2, epoch(0, 1.0)) == TrialScheduler.CONTINUE  # ASHA would stop it
+    assert scheduler.stopped == {}

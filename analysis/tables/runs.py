@@ -25,9 +25,8 @@ from analysis.report import FIXED_MODE, metric_name, parse_metric_name
 from analysis.tables.model import Stat
 from backbones.catalog import BACKBONES
 from jobspec import JobConfig, flatten, hashed_part, nest, param_value
-from jobspec.search import REPEAT
 from records import names
-from records.search_runs import SearchRun, best_samples
+from records.search_runs import SearchRun, winners_with_repeats
 
 SEED_KEY = "train.seed"
 DEFAULT_PARAMS = {k: param_value(v) for k, v in flatten(JobConfig()).items()}
@@ -65,16 +64,10 @@ def search_winners(runs: pd.DataFrame) -> pd.DataFrame:
     column = names.tag_column(names.SEARCH)
     if column not in runs or runs[column].isna().all():
         return runs
-    best = {run.run_id for run in best_samples(SearchRun.of_row(row) for _, row in runs.iterrows()).values()}
-    won_jobs = tuple(f"{job}-seed=" for job in runs[runs["run_id"].isin(best)][names.tag_column(names.JOB)])
-
-    def kept(row) -> bool:
-        if pd.isna(row[column]):
-            return True
-        if row.get(names.tag_column(names.SEARCH_ROLE)) == REPEAT:
-            return str(row.get(names.tag_column(names.JOB), "")).startswith(won_jobs) if won_jobs else False
-        return row["run_id"] in best
-    return runs[runs.apply(kept, axis=1).astype(bool)] if len(runs) else runs
+    searched = runs[runs[column].notna()]
+    seeds = winners_with_repeats(SearchRun.of_row(row) for _, row in searched.iterrows())
+    kept = {run.run_id for group in seeds.values() for run in group}
+    return runs[runs[column].isna() | runs["run_id"].isin(kept)]
 
 
 def resolutions_of(run: pd.Series) -> list[int]:

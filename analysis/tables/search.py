@@ -20,7 +20,7 @@ from analysis.tables.model import Cell, Notes, Panel, Stat, Table, format_fixed,
 from analysis.tables.runs import DEFAULT_PARAMS, resolutions_of, value
 from jobspec.search import REPEAT
 from records import names
-from records.search_runs import SearchRun, best_samples
+from records.search_runs import SearchRun, winners_with_repeats
 
 SEED_PARAM = "params.train.seed"
 
@@ -36,7 +36,7 @@ def search(runs: pd.DataFrame, commands=(), digits: int = 1) -> Table:
         return table
     runs = runs[runs[column].notna() & (runs["status"] == "FINISHED")]
     rows = {index: SearchRun.of_row(row) for index, row in runs.iterrows()}
-    best = best_samples(rows.values())
+    seeds_of = winners_with_repeats(rows.values())
     keys = searched_keys(runs)
     train = sorted({r for _, run in runs.iterrows() for r in resolutions_of(run)}, reverse=True)
     header = ["search", *keys, *(f"top-1 @{r}" for r in train), "metric", "best",
@@ -47,12 +47,12 @@ def search(runs: pd.DataFrame, commands=(), digits: int = 1) -> Table:
         samples = [rows[i] for i in members.index if rows[i].role != REPEAT]
         ended = [s.value() for s in samples if not s.stopped and s.value() is not None]
         points[group] = [(members.loc[i], rows[i]) for i in members.index if rows[i].role != REPEAT]
-        winner = best.get(group)
-        if winner is None:
+        if group not in seeds_of:
             notes.add(f"search {group}: no sample has run to its end yet")
             continue
+        winner = seeds_of[group][0]
         won = members[members["run_id"] == winner.run_id].iloc[0]
-        seeds = _winner_seeds(members, won, rows)
+        seeds = members[members["run_id"].isin([run.run_id for run in seeds_of[group]])]
         cells = [Cell(group), *(Cell(str(won[f"params.{k}"])) for k in keys)]
         for r in train:
             stat = notes.seen(value(seeds, FIXED_MODE, r, r)) if r in resolutions_of(won) else None
@@ -83,14 +83,6 @@ def searched_keys(runs: pd.DataFrame) -> list[str]:
         if any(len(set(members[column])) > 1 for _, members in runs.groupby(names.tag_column(names.SEARCH))):
             keys.append(key)
     return keys
-
-
-def _winner_seeds(members: pd.DataFrame, won: pd.Series, rows: dict) -> pd.DataFrame:
-    """The winning sample's run and the runs of its repeats."""
-    job = won[names.tag_column(names.JOB)]
-    repeats = [i for i in members.index if rows[i].role == REPEAT
-               and str(members.loc[i, names.tag_column(names.JOB)]).startswith(f"{job}-seed=")]
-    return members.loc[[won.name, *repeats]]
 
 
 def _median(values: list[float]) -> float:

@@ -26,15 +26,22 @@ def job_states(suite, tracking_uri: str | None = None, now: float | None = None)
     return {name: (state, detail) for name, (state, detail, _) in job_runs(suite, tracking_uri, now).items()}
 
 
-def job_runs(suite, tracking_uri: str | None = None, now: float | None = None) -> dict[str, tuple[str, str, str]]:
-    """job name -> (state, detail, the id of the run that decides it, '' when there is none)."""
+def suite_job_runs(suite, tracking_uri: str | None = None) -> tuple[MlflowClient, list]:
+    """The store's client and the suite's job runs."""
     uri = resolve_tracking_uri(tracking_uri)
     # One line in seconds for a store that is not there, instead of MLflow's minutes of retries.
     check_store(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(suite.name)
-    runs = client.search_runs([experiment.experiment_id], names.JOB_FILTER,
-                              max_results=50000) if experiment else []
+    return client, client.search_runs([experiment.experiment_id], names.JOB_FILTER,
+                                      max_results=50000) if experiment else []
+
+
+def job_runs(suite, tracking_uri: str | None = None, now: float | None = None,
+             read=None) -> dict[str, tuple[str, str, str]]:
+    """job name -> (state, detail, the id of the run that decides it, '' when there is none); ``read``:
+    ``suite_job_runs``'s answer when the caller has it."""
+    client, runs = read or suite_job_runs(suite, tracking_uri)
     newest = {}
     for run in sorted(runs, key=lambda r: (r.info.status == "FINISHED", r.info.start_time or 0)):
         newest[run.data.tags.get(names.CONFIG_HASH)] = run
@@ -66,14 +73,11 @@ def job_runs(suite, tracking_uri: str | None = None, now: float | None = None) -
     return states
 
 
-def with_repeats(suite, tracking_uri: str | None):
-    """The suite with the repeats of its searches' winners (``search.repeat``) that are known by now."""
+def with_repeats(suite, runs: list):
+    """The suite with the repeats of its searches' winners (``search.repeat``) known from its job ``runs``."""
     if suite.search is None or suite.search.repeat <= 1:
         return suite
     from orchestrator.cluster.search_repeats import repeats_of_best
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    experiment = client.get_experiment_by_name(suite.name)
-    runs = client.search_runs([experiment.experiment_id], names.JOB_FILTER, max_results=50000) if experiment else []
     return dataclasses.replace(suite, jobs=[*suite.jobs, *repeats_of_best(suite, runs, say=lambda line: None)])
 
 
@@ -99,8 +103,9 @@ def checkpoint_epoch(folder: str) -> int | None:
 
 
 def suite_status(suite, tracking_uri: str | None = None, storage: str | None = None) -> str:
-    suite = with_repeats(suite, tracking_uri)
-    states = job_runs(suite, tracking_uri)
+    read = suite_job_runs(suite, tracking_uri)
+    suite = with_repeats(suite, read[1])
+    states = job_runs(suite, tracking_uri, read=read)
     storage = storage or default_storage()
     models = None  # the store's finished models, looked up once a job is found pending
     width = max(len(job.name) for job in suite.jobs)
@@ -111,7 +116,7 @@ def suite_status(suite, tracking_uri: str | None = None, storage: str | None = N
         if epoch is not None:
             detail = f"checkpoint after epoch {epoch + 1}/{job.config.train.epochs}" + (f"; {detail}" if detail else "")
         elif state == "pending":
-            models = models or ModelStore(MlflowClient(resolve_tracking_uri(tracking_uri)), storage)
+            models = models or ModelStore(read[0], storage)
             if job.hash in models.finished_hashes:
                 detail = "finished in another suite: `resolab run` or `resolab evaluate` copies that run"
             elif (model := models.find(job)) is not None:
